@@ -1,0 +1,135 @@
+"""Input validation for ``odeint``/``odeint_adjoint``: every check runs before the first step.
+
+Each error names the offending argument and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .norms import RMSNorm, UserNorm
+from .solvers import DEFAULT_METHOD, SOLVERS, FlatProblem, Solver
+from .state import FlatFunc, StateLayout, UserState
+from .stats import SolverCounts
+
+
+def check_func(func: Any) -> None:
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, y) -> dy/dt, got {type(func).__name__}")
+
+
+def check_y0(y0: Any) -> StateLayout:
+    tensors = (y0,) if isinstance(y0, Tensor) else y0
+    if not isinstance(y0, Tensor) and not (isinstance(y0, tuple | list) and len(y0) > 0):
+        raise TypeError(f"y0 must be a tensor or a non-empty tuple of tensors, got {type(y0).__name__}")
+    for i, x in enumerate(tensors):
+        where = f"y0[{i}]" if not isinstance(y0, Tensor) else "y0"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{where} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"{where} must be floating point, got {x.dtype}; convert it, e.g. y0.float()")
+        if x.device != tensors[0].device:
+            raise ValueError(f"{where} is on {x.device} but y0[0] is on {tensors[0].device}: use one device")
+    return StateLayout(tuple(y0) if not isinstance(y0, Tensor) else y0)
+
+
+def check_t(t: Any) -> list[float]:
+    """Output times as floats; strictly monotone, finite, 1-D, at least one entry."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a 1-D torch.Tensor of output times, got {type(t).__name__}")
+    if t.dim() != 1:
+        raise ValueError(f"t must be 1-D (the output times), got shape {tuple(t.shape)}")
+    if t.numel() < 1:
+        raise ValueError("t must contain at least one time (t[0] is the time of y0)")
+    if t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"t must be real-valued, got {t.dtype}")
+    times = t.detach().cpu().double().tolist()
+    if not all(math.isfinite(v) for v in times):
+        raise ValueError("t contains NaN or infinite values; output times must be finite")
+    if len(times) > 1:
+        steps = [b - a for a, b in itertools.pairwise(times)]
+        if not (all(s > 0 for s in steps) or all(s < 0 for s in steps)):
+            raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times)")
+    return times
+
+
+def check_tolerance(value: Any, name: str) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(value.shape)}")
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def make_solver(method: str | None, options: Mapping[str, Any] | None, arg: str = "method") -> Solver:
+    method = DEFAULT_METHOD if method is None else method
+    if method not in SOLVERS:
+        raise ValueError(f'{arg}="{method}" is unknown; choose one of: {", ".join(SOLVERS)}')
+    solver_class = SOLVERS[method]
+    options_arg = "options" if arg == "method" else "adjoint_options"
+    return solver_class(solver_class.options_class.parse(options, method, options_arg))
+
+
+def make_norm(solver: Solver, segments: tuple[int, ...], layout: StateLayout) -> Callable[[Tensor], Tensor]:
+    norm = getattr(solver.options, "norm", None)
+    if norm is None or norm == "rms":
+        return RMSNorm(segments)
+    if norm == "seminorm":
+        raise ValueError("options['norm']='seminorm' only applies to the adjoint: put it in adjoint_options")
+    return UserNorm(norm, layout)
+
+
+@dataclass
+class PreparedSolve:
+    """A validated forward solve, ready to run."""
+
+    solver: Solver
+    problem: FlatProblem
+    layout: StateLayout
+
+
+def prepare(
+    func: Callable,
+    y0: UserState,
+    t: Tensor,
+    rtol: Any,
+    atol: Any,
+    method: str | None,
+    options: Mapping[str, Any] | None,
+    event_fn: Callable | None,
+    counts: SolverCounts,
+) -> PreparedSolve:
+    """Check every argument, then build the solver and the flat problem."""
+    check_func(func)
+    layout = check_y0(y0)
+    times = check_t(t)
+    rtol_f, atol_f = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
+    solver = make_solver(method, options)
+    if event_fn is not None:
+        raise NotImplementedError(
+            "event_fn is not supported yet: event handling is tracked in the 'drop-in completeness' issue"
+        )
+    problem = FlatProblem(
+        func=FlatFunc(func, layout, counts),
+        y0=layout.flatten(y0),
+        times=times,
+        rtol=rtol_f,
+        atol=atol_f,
+        norm=make_norm(solver, layout.segments(), layout),
+        counts=counts,
+        user_func=func,
+        user_y0=y0,
+        t_tensor=t,
+    )
+    return PreparedSolve(solver, problem, layout)

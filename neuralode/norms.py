@@ -1,0 +1,52 @@
+"""Error norms for step-size control, applied to error / (atol + rtol * max(|y0|, |y1|)).
+
+Each norm maps the flat scaled error to a 0-dim tensor. The built-in norms are homogeneous, so the
+solver can leave the step size out and multiply it in on the host (one tensor op fewer per step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .state import StateLayout
+
+
+class RMSNorm:
+    """Root mean square over each tensor of the state, then the maximum over tensors.
+
+    ``segments`` are the sizes of the tensors in the flat vector; ``use`` picks the ones that count
+    (the adjoint's seminorm counts only the state and its adjoint, not the parameter integrals).
+    """
+
+    homogeneous = True
+
+    def __init__(self, segments: Sequence[int], use: Sequence[int] | None = None) -> None:
+        self.segments = tuple(segments)
+        self.use = tuple(range(len(segments))) if use is None else tuple(use)
+        self._single = len(self.segments) == 1
+        self._inv_sqrt = [1.0 / math.sqrt(max(n, 1)) for n in self.segments]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self._single:
+            return torch.linalg.vector_norm(x) * self._inv_sqrt[0]
+        pieces = x.split(self.segments)
+        norms = [torch.linalg.vector_norm(pieces[i]) * self._inv_sqrt[i] for i in self.use]
+        return norms[0] if len(norms) == 1 else torch.stack(norms).max()
+
+
+class UserNorm:
+    """A user's ``norm(error_in_user_structure) -> scalar``, given the step-scaled error."""
+
+    homogeneous = False
+
+    def __init__(self, norm: Callable, layout: StateLayout) -> None:
+        self.norm = norm
+        self.layout = layout
+
+    def __call__(self, x: Tensor) -> Tensor:
+        value = self.norm(self.layout.unflatten(x))
+        return value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=x.dtype)

@@ -1,0 +1,41 @@
+"""The solver registry: one literal dict from method name to solver class, used everywhere."""
+
+from __future__ import annotations
+
+from .adaptive import AdaptiveRKSolver
+from .adaptive_heun import AdaptiveHeun
+from .base import FlatProblem, Solver
+from .bosh3 import Bosh3
+from .dopri5 import Dopri5
+from .dopri8 import Dopri8
+from .fehlberg2 import Fehlberg2
+from .fixed_grid import FixedGridSolver
+from .fixed_grid_methods import RK4, Euler, Heun2, Heun3, Midpoint
+from .tableau import ButcherTableau, DenseOutput
+from .tsit5 import Tsit5
+
+SOLVERS: dict[str, type[Solver]] = {
+    "euler": Euler,
+    "midpoint": Midpoint,
+    "heun2": Heun2,
+    "heun3": Heun3,
+    "rk4": RK4,
+    "adaptive_heun": AdaptiveHeun,
+    "fehlberg2": Fehlberg2,
+    "bosh3": Bosh3,
+    "dopri5": Dopri5,
+    "tsit5": Tsit5,
+    "dopri8": Dopri8,
+}
+DEFAULT_METHOD = "dopri5"
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "SOLVERS",
+    "AdaptiveRKSolver",
+    "ButcherTableau",
+    "DenseOutput",
+    "FixedGridSolver",
+    "FlatProblem",
+    "Solver",
+]

@@ -1,0 +1,177 @@
+"""The adaptive Runge-Kutta engine: embedded error control, step-size control and dense output.
+
+Steps are not clamped to the output times; outputs inside an accepted step come from the
+method's own interpolant (one matrix product per step, whatever the number of outputs in it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from .base import FlatProblem, Solver
+from .options import AdaptiveOptions
+from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
+from .step_size import IntegralController, PIController, initial_step
+
+_MAX_NONFINITE_RETRIES = 8  # each retry shrinks the step tenfold
+
+
+def _stop_times(values: Tensor | None, t0: float, t_end: float, direction: float) -> list[float]:
+    """Times strictly inside (t0, t_end), sorted along the direction of integration."""
+    if values is None:
+        return []
+    inside = [
+        v
+        for v in values.detach().cpu().double().tolist()
+        if 0 < direction * (v - t0) < direction * (t_end - t0)
+    ]
+    return sorted(set(inside), key=lambda v: direction * v)
+
+
+class AdaptiveRKSolver(Solver):
+    """Engine for every embedded explicit Runge-Kutta tableau."""
+
+    options_class: ClassVar[type] = AdaptiveOptions
+
+    def integrate(self, problem: FlatProblem) -> Tensor:
+        opts: AdaptiveOptions = self.options
+        func, times, counts = problem.func, problem.times, problem.counts
+        y = problem.y0
+        dtab = DeviceTableau(self.tableau, y.dtype, y.device)
+        rtol, atol, norm = problem.rtol, problem.atol, problem.norm
+        homogeneous = getattr(norm, "homogeneous", False)
+        t, t_end = times[0], times[-1]
+        direction = 1.0 if t_end > t else -1.0
+        k = self.tableau.embedded_order + 1
+        controller_class = PIController if opts.controller == "pi" else IntegralController
+        controller = controller_class(k, opts.safety, opts.ifactor, opts.dfactor)
+        jumps = _stop_times(opts.jump_t, t, t_end, direction)
+        stops = sorted(
+            set(jumps) | set(_stop_times(opts.step_t, t, t_end, direction)), key=lambda v: direction * v
+        )
+        jump_set = set(jumps)
+
+        f0 = func(t, y)
+        if opts.first_step is not None:
+            h = float(opts.first_step)
+        else:
+            h = initial_step(func, t, y, f0, direction, k - 1, rtol, atol, norm)
+        buffer = stage_buffer(dtab, y)
+        outputs: list[Tensor] = [y]
+        next_out, n_out = 1, len(times)
+        next_stop = 0
+        y_abs = y.abs()
+        attempts = nonfinite = 0
+
+        while next_out < n_out:
+            h = min(max(h, opts.min_step), opts.max_step)
+            t1 = t + direction * h
+            hit_stop = None
+            if next_stop < len(stops) and direction * (t1 - stops[next_stop]) >= 0:
+                hit_stop = stops[next_stop]
+                t1 = hit_stop
+            dt = t1 - t
+            if t1 == t or t + dt == t:
+                raise StepSizeUnderflowError(
+                    f"step size underflow at t={t!r}: the step {dt:.3g} no longer changes t. The problem may "
+                    "be stiff or singular there; try looser tolerances (rtol/atol), options['min_step'], "
+                    "or another method.",
+                    t,
+                )
+            if attempts >= opts.max_num_steps:
+                raise MaxStepsExceededError(
+                    f"max_num_steps={opts.max_num_steps} steps reached at t={t!r} before t={t_end!r}; try "
+                    "looser tolerances (rtol/atol) or raise options['max_num_steps'].",
+                    t,
+                )
+            attempts += 1
+            counts.n_steps += 1
+
+            K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer)
+            ratio = self._error_ratio(dtab, K, y_abs, y1, abs(dt), rtol, atol, norm, homogeneous)
+
+            if not math.isfinite(ratio):
+                counts.n_rejected += 1
+                nonfinite += 1
+                if nonfinite > _MAX_NONFINITE_RETRIES:
+                    raise NonFiniteStateError(
+                        f"the state or its derivative became non-finite (NaN or inf) right after t={t!r}, "
+                        f"even with a step of {dt:.3g}: check func for overflow or division by zero there.",
+                        t,
+                    )
+                h = abs(dt) * 0.1
+                f0 = K[0] if buffer is not None else f0
+                continue
+            nonfinite = 0
+
+            accepted = ratio <= 1.0 or abs(dt) <= opts.min_step
+            if not accepted:
+                counts.n_rejected += 1
+                f0 = K[0] if buffer is not None else f0  # the buffer row stays valid for a retry
+                h = controller.next_step(abs(dt), ratio, accepted=False)
+                continue
+
+            counts.n_accepted += 1
+            # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
+            f1 = K[-1] if dtab.fsal else func(t1, y1)
+            if next_out < n_out and direction * (times[next_out] - t1) <= 0:
+                next_out = self._emit(func, dtab, t, dt, t1, y, y1, K, f1, buffer, times, next_out, outputs)
+            if hit_stop is not None:
+                next_stop += 1
+                if hit_stop in jump_set:  # derivative after the discontinuity
+                    f1 = func(math.nextafter(t1, direction * math.inf), y1)
+            t, y, f0, y_abs = t1, y1, f1, y1.abs()
+            h = controller.next_step(abs(dt), ratio, accepted=True)
+
+        return torch.stack(outputs)
+
+    @staticmethod
+    @torch.no_grad()
+    def _error_ratio(
+        dtab: DeviceTableau,
+        K: Tensor,
+        y_abs: Tensor,
+        y1: Tensor,
+        abs_dt: float,
+        rtol: float,
+        atol: float,
+        norm,
+        homogeneous: bool,
+    ) -> float:
+        """norm(dt * K^T b_err / (atol + rtol * max(|y0|, |y1|))), synchronised to the host."""
+        scale = torch.maximum(y_abs, y1.abs()).mul_(rtol).add_(atol)
+        err = torch.mv(K.t(), dtab.b_err).div_(scale)
+        if dtab.b_err_secondary is not None:  # DOP853: blend the 5th- and 3rd-order estimates
+            err3 = torch.mv(K.t(), dtab.b_err_secondary).div_(scale)
+            if not homogeneous:
+                err, err3 = err * abs_dt, err3 * abs_dt
+            n5, n3 = norm(err), norm(err3)
+            denom = torch.sqrt(n5 * n5 + 0.01 * n3 * n3)
+            value = float(torch.where(denom > 0, n5 * n5 / denom, torch.zeros_like(denom)))
+            return value * abs_dt if homogeneous else value
+        if homogeneous:
+            return float(norm(err)) * abs_dt
+        return float(norm(err * abs_dt))
+
+    @staticmethod
+    def _emit(func, dtab, t, dt, t1, y, y1, K, f1, buffer, times, next_out, outputs) -> int:
+        """Append the outputs that fall inside the accepted step (t, t1]; return the next index."""
+        thetas, exact = [], []
+        direction = 1.0 if dt > 0 else -1.0
+        while next_out < len(times) and direction * (times[next_out] - t1) <= 0:
+            tau = times[next_out]
+            exact.append(tau == t1)
+            thetas.append((tau - t) / dt)
+            next_out += 1
+        if all(exact):
+            outputs.extend([y1] * len(thetas))
+            return next_out
+        ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
+        values = dense_eval(dtab, y, ext, dt, thetas)
+        outputs.extend(y1 if is_exact else row for row, is_exact in zip(values.unbind(0), exact, strict=True))
+        return next_out

@@ -1,0 +1,52 @@
+"""What every solver engine takes and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from ..stats import SolverCounts
+from .tableau import ButcherTableau
+
+
+@dataclass
+class FlatProblem:
+    """An initial value problem on a flat state, as the engines see it.
+
+    Attributes:
+        func: f(t: float, y: (N,)) -> (N,).
+        y0: (N,) initial state, at ``times[0]``.
+        times: output times (floats), strictly increasing or strictly decreasing.
+        rtol, atol: tolerances of the error control (adaptive methods).
+        norm: maps the scaled error (N,) to a 0-dim tensor.
+        counts: where steps are counted (func counts its own evaluations).
+        user_func, user_y0: the user's func and y0, for a ``grid_constructor``.
+    """
+
+    func: Callable[[float, Tensor], Tensor]
+    y0: Tensor
+    times: list[float]
+    rtol: float
+    atol: float
+    norm: Callable[[Tensor], Tensor]
+    counts: SolverCounts
+    user_func: Callable | None = None
+    user_y0: Any = None
+    t_tensor: Tensor | None = None
+
+
+class Solver:
+    """A tableau plus an engine; subclasses set ``tableau`` and inherit the engine."""
+
+    tableau: ClassVar[ButcherTableau]
+    options_class: ClassVar[type]
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+
+    def integrate(self, problem: FlatProblem) -> Tensor:
+        """Solve and return the state at every output time, (len(times), N)."""
+        raise NotImplementedError

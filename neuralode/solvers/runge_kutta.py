@@ -1,0 +1,127 @@
+"""The shared Runge-Kutta machinery: one step of any explicit tableau, and its dense output.
+
+Stages are rows of a (stages, N) matrix ``K``, so each stage's input ``y + dt * a_i . K[:i]`` is
+one fused ``addmv``. Without autograd the rows are written into a buffer reused across steps;
+with autograd they are stacked (autograd forbids in-place writes into a tensor it has saved).
+Times are Python floats: step-size control runs on the host, and the only device-to-host
+transfer per step is the error ratio that decides acceptance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .tableau import ButcherTableau
+
+Func = Callable[[float, Tensor], Tensor]
+
+
+class DeviceTableau:
+    """A tableau's coefficients as tensors on the solve's device and dtype."""
+
+    def __init__(self, tableau: ButcherTableau, dtype: torch.dtype, device: torch.device) -> None:
+        def vec(values: tuple[float, ...]) -> Tensor:
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        self.tableau = tableau
+        self.dtype, self.device = dtype, device
+        self.c = tableau.c
+        self.num_stages = tableau.num_stages
+        self.fsal = tableau.fsal
+        self.a = [None] + [vec(row) for row in tableau.a[1:]]
+        self.b = vec(tableau.b)
+        self.b_err = None if tableau.b_err is None else vec(tableau.b_err)
+        self.b_err_secondary = None if tableau.b_err_secondary is None else vec(tableau.b_err_secondary)
+        dense = tableau.dense
+        self.dense_weights = None if dense is None else dense.weights
+        self.extra_c = () if dense is None else dense.extra_c
+        self.extra_a = [] if dense is None else [vec(row) for row in dense.extra_a]
+        self.num_dense_stages = tableau.num_dense_stages
+
+
+def stage_buffer(dtab: DeviceTableau, y: Tensor) -> Tensor | None:
+    """A reusable (dense stages, N) buffer when autograd is off, else None (stack instead)."""
+    if torch.is_grad_enabled():
+        return None
+    return torch.empty((dtab.num_dense_stages, y.numel()), dtype=y.dtype, device=y.device)
+
+
+def _stage_time(t: float, dt: float, c: float, perturb: bool) -> float:
+    if perturb and c == 0.0:  # just inside the step: never exactly on a grid point
+        return math.nextafter(t, t + dt)
+    if perturb and c == 1.0:
+        return math.nextafter(t + dt, t)
+    return t + c * dt
+
+
+def rk_step(
+    func: Func,
+    dtab: DeviceTableau,
+    t: float,
+    dt: float,
+    y: Tensor,
+    f0: Tensor,
+    buffer: Tensor | None,
+    perturb: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One step of size ``dt`` from (t, y) with first stage ``f0``; returns (K, y1).
+
+    ``K`` is (stages, N). For an FSAL tableau ``K[-1]`` is f(t + dt, y1), reusable as the next f0.
+    """
+    s = dtab.num_stages
+    yi = y
+    if buffer is not None:
+        K = buffer[:s]
+        K[0].copy_(f0)
+        for i in range(1, s):
+            yi = torch.addmv(y, K[:i].t(), dtab.a[i], alpha=dt)
+            K[i].copy_(func(_stage_time(t, dt, dtab.c[i], perturb), yi))
+    else:
+        ks = [f0]
+        for i in range(1, s):
+            yi = torch.addmv(y, torch.stack(ks, dim=1), dtab.a[i], alpha=dt)
+            ks.append(func(_stage_time(t, dt, dtab.c[i], perturb), yi))
+        K = torch.stack(ks)
+    y1 = yi if dtab.fsal else torch.addmv(y, K.t(), dtab.b, alpha=dt)
+    return K, y1
+
+
+def dense_stages(
+    func: Func,
+    dtab: DeviceTableau,
+    t: float,
+    dt: float,
+    y: Tensor,
+    K: Tensor,
+    f1: Tensor,
+    buffer: Tensor | None,
+) -> Tensor:
+    """All stages the interpolant needs: K, then f(t1, y1) unless FSAL, then the extra stages."""
+    s = dtab.num_stages
+    if buffer is not None:
+        ext = buffer  # K already occupies its first s rows
+        n = s
+        if not dtab.fsal:
+            ext[n].copy_(f1)
+            n += 1
+        for c, a in zip(dtab.extra_c, dtab.extra_a, strict=True):
+            ext[n].copy_(func(t + c * dt, torch.addmv(y, ext[:n].t(), a, alpha=dt)))
+            n += 1
+        return ext
+    rows = list(K.unbind(0)) if dtab.fsal else [*K.unbind(0), f1]
+    for c, a in zip(dtab.extra_c, dtab.extra_a, strict=True):
+        rows.append(func(t + c * dt, torch.addmv(y, torch.stack(rows, dim=1), a, alpha=dt)))
+    return torch.stack(rows)
+
+
+def dense_eval(dtab: DeviceTableau, y: Tensor, ext: Tensor, dt: float, thetas: list[float]) -> Tensor:
+    """The interpolant at fractions ``thetas`` of the step: (len(thetas), N), one matrix product."""
+    weights = dtab.dense_weights
+    powers = np.power(np.asarray(thetas)[:, None], np.arange(1, weights.shape[1] + 1)[None, :])
+    w = torch.as_tensor((powers @ weights.T) * dt, dtype=y.dtype).to(y.device, non_blocking=True)
+    return torch.addmm(y.unsqueeze(0), w, ext)

@@ -1,0 +1,111 @@
+"""The solver's view of the user's state: one flat vector, whatever the user passed.
+
+Solvers step a flat 1-D tensor; :class:`StateLayout` converts to and from the user's structure
+(a tensor of any shape, or a tuple of tensors) and :class:`FlatFunc` wraps ``func(t, y)`` so that
+it takes and returns flat vectors, counts its calls, and checks its first output. States in
+float16/bfloat16 are integrated in float32 and handed to ``func`` in their own dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .stats import SolverCounts
+
+UserState = Tensor | tuple[Tensor, ...]
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class StateLayout:
+    """Shapes and dtypes of the user's state, and the flat compute dtype."""
+
+    def __init__(self, y0: UserState) -> None:
+        self.is_tuple = not isinstance(y0, Tensor)
+        tensors: tuple[Tensor, ...] = tuple(y0) if self.is_tuple else (y0,)
+        self.shapes = tuple(x.shape for x in tensors)
+        self.numels = tuple(x.numel() for x in tensors)
+        self.user_dtypes = tuple(x.dtype for x in tensors)
+        self.device = tensors[0].device
+        common = tensors[0].dtype
+        for x in tensors[1:]:
+            common = torch.promote_types(common, x.dtype)
+        self.dtype = torch.float32 if common in _LOW_PRECISION else common  # integration dtype
+        self.size = sum(self.numels)
+
+    def flatten(self, y: UserState) -> Tensor:
+        """User structure -> flat vector in the integration dtype (differentiable)."""
+        if not self.is_tuple:
+            return y.reshape(-1).to(self.dtype)
+        return torch.cat([x.reshape(-1).to(self.dtype) for x in y])
+
+    def unflatten(self, flat: Tensor) -> UserState:
+        """Flat vector (N,) or batch of them (T, N) -> user structure, in the user's dtypes."""
+        lead = flat.shape[:-1]
+        if not self.is_tuple:
+            return flat.view(*lead, *self.shapes[0]).to(self.user_dtypes[0])
+        pieces = flat.split(self.numels, dim=-1)
+        return tuple(
+            p.reshape(*lead, *shape).to(dtype)
+            for p, shape, dtype in zip(pieces, self.shapes, self.user_dtypes, strict=True)
+        )
+
+    def segments(self) -> tuple[int, ...]:
+        return self.numels
+
+
+class FlatFunc:
+    """``func(t, y)`` on flat vectors, counting calls into ``counts``.
+
+    The solvers call it with a Python float time; :meth:`call_tensor_t` takes a tensor time (the
+    adjoint uses it to differentiate with respect to t). The first call checks the output's shape,
+    dtype and finiteness, so a wrong ``func`` fails before any step is taken.
+    """
+
+    def __init__(self, func: Callable, layout: StateLayout, counts: SolverCounts) -> None:
+        self.func = func
+        self.layout = layout
+        self.counts = counts
+        self._checked = False
+
+    def __call__(self, t: float, y: Tensor) -> Tensor:
+        return self.call_tensor_t(torch.full((), t, dtype=self.layout.dtype, device=y.device), y)
+
+    def call_tensor_t(self, t: Tensor, y: Tensor) -> Tensor:
+        self.counts.nfe += 1
+        out = self.func(t, self.layout.unflatten(y))
+        if not self._checked:
+            self._check_output(out, float(t))
+        return self.layout.flatten(out)
+
+    def _check_output(self, out: object, t: float) -> None:
+        layout = self.layout
+        outs: Sequence[object]
+        if layout.is_tuple:
+            if not isinstance(out, tuple | list) or len(out) != len(layout.shapes):
+                raise ValueError(
+                    f"func must return a tuple of {len(layout.shapes)} tensors (one per tensor of y0), "
+                    f"got {type(out).__name__}"
+                )
+            outs = out
+        else:
+            outs = (out,)
+        for i, (o, shape, dtype) in enumerate(zip(outs, layout.shapes, layout.user_dtypes, strict=True)):
+            where = f" (tensor {i} of the tuple)" if layout.is_tuple else ""
+            if not isinstance(o, Tensor):
+                raise ValueError(f"func must return a torch.Tensor{where}, got {type(o).__name__}")
+            if o.shape != shape:
+                raise ValueError(
+                    f"func returned shape {tuple(o.shape)}{where} but y0 has shape {tuple(shape)}: "
+                    "dy/dt must have the shape of y"
+                )
+            if o.dtype != dtype:
+                raise ValueError(
+                    f"func returned dtype {o.dtype}{where} but y0 has dtype {dtype}: "
+                    "return dy/dt in the dtype of y (e.g. cast parameters with .to(y0.dtype))"
+                )
+            if not bool(torch.isfinite(o).all()):
+                raise ValueError(f"func returned a non-finite derivative (NaN or inf){where} at t={t}")
+        self._checked = True

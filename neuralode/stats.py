@@ -1,0 +1,42 @@
+"""Solver statistics returned as data: nothing on the user's module needs resetting.
+
+Pass a :class:`SolveStats` to ``odeint``/``odeint_adjoint`` (``stats=``); each call overwrites its
+``forward`` counts, and the adjoint's backward pass overwrites ``backward`` when it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SolverCounts:
+    """Counts of one solve (or of all interval solves of one adjoint backward pass)."""
+
+    nfe: int = 0  # calls of the user's func
+    n_steps: int = 0  # attempted steps, accepted + rejected
+    n_accepted: int = 0
+    n_rejected: int = 0
+
+    def add(self, other: SolverCounts) -> None:
+        """Add another solve's counts to these (used to total the adjoint's interval solves)."""
+        self.nfe += other.nfe
+        self.n_steps += other.n_steps
+        self.n_accepted += other.n_accepted
+        self.n_rejected += other.n_rejected
+
+
+@dataclass
+class SolveStats:
+    """Forward and backward statistics of the last call it was passed to."""
+
+    forward: SolverCounts = field(default_factory=SolverCounts)
+    backward: SolverCounts = field(default_factory=SolverCounts)
+
+    @property
+    def nfe_forward(self) -> int:
+        return self.forward.nfe
+
+    @property
+    def nfe_backward(self) -> int:
+        return self.backward.nfe
