@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from .checks import check_tolerance, make_solver, prepare
 from .norms import RMSNorm, UserNorm
 from .solvers import FlatProblem, Solver
-from .state import FlatFunc, StateLayout, UserState
+from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
 
 
@@ -188,11 +188,11 @@ def _augmented_dynamics(
 ) -> Callable[[float, Tensor], Tensor]:
     """d/dt [z, a, a_theta, a_t] = [f, -a^T df/dz, -a^T df/dtheta, -a^T df/dt], one VJP."""
 
-    def dynamics(t: float, aug: Tensor) -> Tensor:
+    def dynamics(t: float, aug: Tensor, perturb: float = 0.0) -> Tensor:
         y, a = aug[:n], aug[n : 2 * n]
         with torch.enable_grad():
             y_ = y.detach().requires_grad_(True)
-            t_ = torch.full((), t, dtype=dtype, device=y.device, requires_grad=need_t)
+            t_ = time_tensor(t, dtype, y.device, perturb).requires_grad_(need_t)
             f = func.call_tensor_t(t_, y_)
             inputs = (y_, *params, *((t_,) if need_t else ()))
             if f.requires_grad:

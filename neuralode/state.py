@@ -8,6 +8,7 @@ float16/bfloat16 are integrated in float32 and handed to ``func`` in their own d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -56,6 +57,15 @@ class StateLayout:
         return self.numels
 
 
+def time_tensor(t: float, dtype: torch.dtype, device: torch.device, perturb: float = 0.0) -> Tensor:
+    """t as the 0-dim tensor func receives; ``perturb`` = +1/-1 moves it to the next representable
+    time in that direction *in func's dtype* (a float64 nudge would vanish when cast to float32)."""
+    tt = torch.full((), t, dtype=dtype, device=device)
+    if perturb:
+        tt = torch.nextafter(tt, torch.full((), perturb * math.inf, dtype=dtype, device=device))
+    return tt
+
+
 class FlatFunc:
     """``func(t, y)`` on flat vectors, counting calls into ``counts``.
 
@@ -70,8 +80,8 @@ class FlatFunc:
         self.counts = counts
         self._checked = False
 
-    def __call__(self, t: float, y: Tensor) -> Tensor:
-        return self.call_tensor_t(torch.full((), t, dtype=self.layout.dtype, device=y.device), y)
+    def __call__(self, t: float, y: Tensor, perturb: float = 0.0) -> Tensor:
+        return self.call_tensor_t(time_tensor(t, self.layout.dtype, y.device, perturb), y)
 
     def call_tensor_t(self, t: Tensor, y: Tensor) -> Tensor:
         self.counts.nfe += 1

@@ -92,7 +92,7 @@ class AdaptiveRKSolver(Solver):
             attempts += 1
             counts.n_steps += 1
 
-            K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer)
+            K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
             ratio = self._error_ratio(dtab, K, y_abs, y1, abs(dt), rtol, atol, norm, homogeneous)
 
             if not math.isfinite(ratio):
@@ -124,7 +124,7 @@ class AdaptiveRKSolver(Solver):
             if hit_stop is not None:
                 next_stop += 1
                 if hit_stop in jump_set:  # derivative after the discontinuity
-                    f1 = func(math.nextafter(t1, direction * math.inf), y1)
+                    f1 = func(t1, y1, direction)
             t, y, f0, y_abs = t1, y1, f1, y1.abs()
             h = controller.next_step(abs(dt), ratio, accepted=True)
 

@@ -17,7 +17,7 @@ ADAPTIVE_HEUN = ButcherTableau.from_lists(
     b_low=[1.0, 0.0],
     order=2,
     embedded_order=1,
-    dense=DenseOutput(weights=hermite_weights(_B, fsal=False), order=3),
+    dense=DenseOutput(weights=hermite_weights(_B, fsal=False), order=2),  # limited by the 2nd-order step
 )
 
 

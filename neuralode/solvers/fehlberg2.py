@@ -1,6 +1,6 @@
 """Fehlberg's RK1(2): a 2nd-order solution with a 1st-order embedded one (Fehlberg, NASA TR R-315, 1969).
 
-Cubic Hermite dense output.
+Cubic Hermite dense output (second order here: the step itself is).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ FEHLBERG2 = ButcherTableau.from_lists(
     b_low=[1 / 256, 255 / 256, 0.0],
     order=2,
     embedded_order=1,
-    dense=DenseOutput(weights=hermite_weights(_B, fsal=False), order=3),
+    dense=DenseOutput(weights=hermite_weights(_B, fsal=False), order=2),  # limited by the 2nd-order step
 )
 
 

@@ -65,8 +65,8 @@ class FixedGridSolver(Solver):
         for g0, g1 in itertools.pairwise(grid):
             dt = g1 - g0
             if f0 is None:
-                f0 = func(math.nextafter(g0, g1) if perturb else g0, y)
-            K, y1 = rk_step(func, dtab, g0, dt, y, f0, buffer, perturb)
+                f0 = func(g0, y, direction if perturb else 0.0)
+            K, y1 = rk_step(func, dtab, g0, dt, y, f0, buffer, perturb, perturb)
             counts.n_steps += 1
             counts.n_accepted += 1
             f1 = None
@@ -78,7 +78,7 @@ class FixedGridSolver(Solver):
                     outputs.append(torch.lerp(y, y1, theta))
                 else:
                     if f1 is None:
-                        f1 = func(math.nextafter(g1, g0) if perturb else g1, y1)
+                        f1 = func(g1, y1, -direction if perturb else 0.0)
                     outputs.append(_hermite(y, y1, K[0], f1, dt, theta))
                 next_out += 1
             y, f0 = y1, (None if perturb else f1)

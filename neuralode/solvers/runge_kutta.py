@@ -9,7 +9,6 @@ transfer per step is the error ratio that decides acceptance.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +17,7 @@ from torch import Tensor
 
 from .tableau import ButcherTableau
 
-Func = Callable[[float, Tensor], Tensor]
+Func = Callable[..., Tensor]  # func(t: float, y: Tensor, perturb: float = 0.0) -> Tensor
 
 
 class DeviceTableau:
@@ -51,12 +50,14 @@ def stage_buffer(dtab: DeviceTableau, y: Tensor) -> Tensor | None:
     return torch.empty((dtab.num_dense_stages, y.numel()), dtype=y.dtype, device=y.device)
 
 
-def _stage_time(t: float, dt: float, c: float, perturb: bool) -> float:
-    if perturb and c == 0.0:  # just inside the step: never exactly on a grid point
-        return math.nextafter(t, t + dt)
-    if perturb and c == 1.0:
-        return math.nextafter(t + dt, t)
-    return t + c * dt
+def _perturbation(c: float, dt: float, start: bool, end: bool) -> float:
+    """Stages at a perturbed end of the step are evaluated just inside it (see ``time_tensor``)."""
+    inward = 1.0 if dt > 0 else -1.0
+    if start and c == 0.0:
+        return inward
+    if end and c == 1.0:
+        return -inward
+    return 0.0
 
 
 def rk_step(
@@ -67,11 +68,14 @@ def rk_step(
     y: Tensor,
     f0: Tensor,
     buffer: Tensor | None,
-    perturb: bool = False,
+    perturb_start: bool = False,
+    perturb_end: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """One step of size ``dt`` from (t, y) with first stage ``f0``; returns (K, y1).
 
     ``K`` is (stages, N). For an FSAL tableau ``K[-1]`` is f(t + dt, y1), reusable as the next f0.
+    ``perturb_end`` evaluates stages at c=1 just before t + dt: a step that ends on a discontinuity
+    of func must see the function's value from inside the step.
     """
     s = dtab.num_stages
     yi = y
@@ -80,12 +84,12 @@ def rk_step(
         K[0].copy_(f0)
         for i in range(1, s):
             yi = torch.addmv(y, K[:i].t(), dtab.a[i], alpha=dt)
-            K[i].copy_(func(_stage_time(t, dt, dtab.c[i], perturb), yi))
+            K[i].copy_(func(t + dtab.c[i] * dt, yi, _perturbation(dtab.c[i], dt, perturb_start, perturb_end)))
     else:
         ks = [f0]
         for i in range(1, s):
             yi = torch.addmv(y, torch.stack(ks, dim=1), dtab.a[i], alpha=dt)
-            ks.append(func(_stage_time(t, dt, dtab.c[i], perturb), yi))
+            ks.append(func(t + dtab.c[i] * dt, yi, _perturbation(dtab.c[i], dt, perturb_start, perturb_end)))
         K = torch.stack(ks)
     y1 = yi if dtab.fsal else torch.addmv(y, K.t(), dtab.b, alpha=dt)
     return K, y1
