@@ -24,22 +24,30 @@ class DeviceTableau:
     """A tableau's coefficients as tensors on the solve's device and dtype."""
 
     def __init__(self, tableau: ButcherTableau, dtype: torch.dtype, device: torch.device) -> None:
-        def vec(values: tuple[float, ...]) -> Tensor:
-            return torch.tensor(values, dtype=dtype, device=device)
-
+        dense = tableau.dense
+        rows = [
+            *tableau.a[1:],
+            tableau.b,
+            tableau.b_err or (),
+            tableau.b_err_secondary or (),
+            *(() if dense is None else dense.extra_a),
+        ]
+        # One host-to-device transfer for all coefficients, then views into it.
+        packed = torch.tensor([x for row in rows for x in row], dtype=dtype).to(device)
+        views = list(packed.split([len(row) for row in rows]))
+        s = tableau.num_stages
         self.tableau = tableau
         self.dtype, self.device = dtype, device
         self.c = tableau.c
-        self.num_stages = tableau.num_stages
+        self.num_stages = s
         self.fsal = tableau.fsal
-        self.a = [None] + [vec(row) for row in tableau.a[1:]]
-        self.b = vec(tableau.b)
-        self.b_err = None if tableau.b_err is None else vec(tableau.b_err)
-        self.b_err_secondary = None if tableau.b_err_secondary is None else vec(tableau.b_err_secondary)
-        dense = tableau.dense
+        self.a = [None, *views[: s - 1]]
+        self.b = views[s - 1]
+        self.b_err = views[s] if tableau.b_err is not None else None
+        self.b_err_secondary = views[s + 1] if tableau.b_err_secondary is not None else None
         self.dense_weights = None if dense is None else dense.weights
         self.extra_c = () if dense is None else dense.extra_c
-        self.extra_a = [] if dense is None else [vec(row) for row in dense.extra_a]
+        self.extra_a = views[s + 2 :]
         self.num_dense_stages = tableau.num_dense_stages
 
 
