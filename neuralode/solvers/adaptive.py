@@ -67,6 +67,7 @@ class AdaptiveRKSolver(Solver):
         next_stop = 0
         y_abs = y.abs()
         attempts = nonfinite = 0
+        last_rejection_nonfinite = False
 
         while next_out < n_out:
             h = min(max(h, opts.min_step), opts.max_step)
@@ -76,6 +77,12 @@ class AdaptiveRKSolver(Solver):
                 hit_stop = stops[next_stop]
                 t1 = hit_stop
             dt = t1 - t
+            if (t1 == t or t + dt == t) and last_rejection_nonfinite:
+                raise NonFiniteStateError(
+                    f"the state or its derivative becomes non-finite (NaN or inf) just after t={t!r}: every "
+                    "step past it failed. Check func for overflow or division by zero there.",
+                    t,
+                )
             if t1 == t or t + dt == t:
                 raise StepSizeUnderflowError(
                     f"step size underflow at t={t!r}: the step {dt:.3g} no longer changes t. The problem may "
@@ -98,6 +105,7 @@ class AdaptiveRKSolver(Solver):
             if not math.isfinite(ratio):
                 counts.n_rejected += 1
                 nonfinite += 1
+                last_rejection_nonfinite = True
                 if nonfinite > _MAX_NONFINITE_RETRIES:
                     raise NonFiniteStateError(
                         f"the state or its derivative became non-finite (NaN or inf) right after t={t!r}, "
@@ -112,6 +120,7 @@ class AdaptiveRKSolver(Solver):
             accepted = ratio <= 1.0 or abs(dt) <= opts.min_step
             if not accepted:
                 counts.n_rejected += 1
+                last_rejection_nonfinite = False
                 f0 = K[0] if buffer is not None else f0  # the buffer row stays valid for a retry
                 h = controller.next_step(abs(dt), ratio, accepted=False)
                 continue
