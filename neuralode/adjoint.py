@@ -82,6 +82,8 @@ def odeint_adjoint(
     params = tuple(p for p in adjoint_params if p.requires_grad)
 
     counts = SolverCounts()
+    if stats is not None:
+        stats.backward = SolverCounts()  # filled when this call's backward pass runs
     prepared = prepare(func, y0, t, rtol, atol, method, options, event_fn, counts)
     if adjoint_options is None and options is not None:
         adjoint_options = {k: v for k, v in options.items() if k != "norm"}

@@ -49,6 +49,8 @@ def odeint(
         MaxStepsExceededError, StepSizeUnderflowError, NonFiniteStateError: during the solve.
     """
     counts = SolverCounts()
+    if stats is not None:
+        stats.backward = SolverCounts()  # no backward pass belongs to this call
     prepared = prepare(func, y0, t, rtol, atol, method, options, event_fn, counts)
     problem, layout = prepared.problem, prepared.layout
     y0_flat = problem.y0

@@ -123,6 +123,13 @@ class AdaptiveRKSolver(Solver):
                 last_rejection_nonfinite = False
                 f0 = K[0] if buffer is not None else f0  # the buffer row stays valid for a retry
                 h = controller.next_step(abs(dt), ratio, accepted=False)
+                if t + direction * h == t1:  # a step a few ULPs long that cannot shrink any more
+                    raise StepSizeUnderflowError(
+                        f"step size underflow at t={t!r}: a step of {dt:.3g} is rejected and cannot shrink. "
+                        "The problem may be stiff or singular there; try looser tolerances (rtol/atol), "
+                        "options['min_step'], or another method.",
+                        t,
+                    )
                 continue
 
             counts.n_accepted += 1
@@ -161,7 +168,7 @@ class AdaptiveRKSolver(Solver):
                 err, err3 = err * abs_dt, err3 * abs_dt
             n5, n3 = norm(err), norm(err3)
             denom = torch.sqrt(n5 * n5 + 0.01 * n3 * n3)
-            value = float(torch.where(denom > 0, n5 * n5 / denom, torch.zeros_like(denom)))
+            value = float(torch.where(denom == 0, torch.zeros_like(denom), n5 * n5 / denom))  # NaN stays NaN
             return value * abs_dt if homogeneous else value
         if homogeneous:
             return float(norm(err)) * abs_dt
