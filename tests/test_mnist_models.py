@@ -1,0 +1,64 @@
+"""The Table 1 models: parameter counts against the paper, shapes, and which gradient method each uses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuralode.models.mnist import MODEL_NAMES, build_mnist_model, count_parameters
+
+PAPER_PARAMETERS = {"mlp": 0.24e6, "resnet": 0.60e6, "rknet": 0.22e6, "odenet": 0.22e6}
+EXACT_PARAMETERS = {"mlp": 238_510, "resnet": 576_778, "rknet": 208_266, "odenet": 208_266}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_parameter_count_within_ten_percent_of_paper(name):
+    count = count_parameters(build_mnist_model(name))
+    assert count == EXACT_PARAMETERS[name]
+    assert abs(count - PAPER_PARAMETERS[name]) <= 0.10 * PAPER_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_logits_shape_and_all_parameters_get_gradients(name):
+    torch.manual_seed(0)
+    model = build_mnist_model(name, channels=8)
+    logits = model(torch.rand(3, 1, 28, 28))
+    assert logits.shape == (3, 10)
+    logits.square().sum().backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, pname
+
+
+def test_odenet_uses_adjoint_and_rknet_backpropagates_through_the_solver():
+    torch.manual_seed(1)
+    x, weights = torch.rand(1, 1, 28, 28, dtype=torch.float64), torch.randn(1, 10, dtype=torch.float64)
+    slopes = {}
+    for name in ("odenet", "rknet"):
+        torch.manual_seed(0)
+        model = build_mnist_model(name, channels=8, rtol=1e-7, atol=1e-7).double()
+        (model(x) * weights).sum().backward()
+        assert model.features.nfe_forward > 0
+        assert (model.features.nfe_backward > 0) == (name == "odenet")
+        direction = [torch.randn_like(p) for p in model.parameters()]
+        slopes[name] = sum((p.grad * d).sum() for p, d in zip(model.parameters(), direction, strict=True))
+
+    def loss(eps: float) -> float:
+        with torch.no_grad():
+            for p, d in zip(model.parameters(), direction, strict=True):
+                p.add_(eps * d)
+            value = (model(x) * weights).sum().item()
+            for p, d in zip(model.parameters(), direction, strict=True):
+                p.sub_(eps * d)
+        return value
+
+    model.features.rtol = model.features.atol = 1e-9
+    finite_difference = (loss(1e-5) - loss(-1e-5)) / 2e-5
+    # The adjoint gradient matches finite differences of the true flow closely. ReLU makes the dynamics
+    # only piecewise smooth, so backprop through the discrete steps converges more slowly: within 2%.
+    assert abs(slopes["odenet"] - finite_difference) <= 1e-3 * abs(finite_difference)
+    assert abs(slopes["rknet"] - finite_difference) <= 2e-2 * abs(finite_difference)
+
+
+def test_unknown_model_name_is_rejected_with_the_valid_names():
+    with pytest.raises(ValueError, match="mlp"):
+        build_mnist_model("transformer")
