@@ -69,6 +69,7 @@ def markdown(
     first = results["odenet"]
     solver = first["solver"]
     commits = sorted({r["commit"] for r in results.values()})
+    milestones = "/".join(f"{100 * m:g}%" for m in first["config"]["schedule"]["milestones"])
     epochs = ", ".join(f"{r['label']} {r['epochs']}" for r in results.values())
     lines = [
         f"# Table 1: MNIST ({profile} profile)",
@@ -78,7 +79,7 @@ def markdown(
         f"{', '.join(commits)}; table written from memory measurements of {memory['date']} "
         f"(commit {memory['commit']}).",
         f"Epochs: {epochs}; batch 128, SGD momentum "
-        f"0.9, lr 0.1 x0.1 at 37.5/62.5/87.5% of the run; random-crop padding "
+        f"0.9, lr 0.1 x0.1 at {milestones} of the run; random-crop padding "
         f"{first['config']['profile']['mnist']['crop_padding']}. Test error is the final epoch's (no "
         "checkpoint selection on the test set).",
         f"ODE-Net and RK-Net: {solver['method']} at rtol={solver['rtol']:g}, atol={solver['atol']:g} over "
