@@ -2,7 +2,7 @@
 
 Reads ``runs/mnist/<profile>/<model>/default/result.json`` for the four models and the memory/time
 measurement ``runs/mnist/<profile>/memory.json`` (scripts/measure_mnist_memory.py), and writes
-``<out>/table1.md`` and ``<out>/table1.csv`` (``table1_paper.*`` for the paper profile).
+``<out>/table1.md`` and ``<out>/table1.csv`` (``results/`` for quick, ``results/<profile>/`` otherwise).
 
     .venv/bin/python scripts/make_table1.py --profile quick [--out results]
 """
@@ -133,7 +133,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", default="quick")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "mnist"))
-    parser.add_argument("--out", default=str(ROOT / "results"))
+    parser.add_argument("--out", default=None, help="default: results/ (quick), results/<profile>/ (others)")
     args = parser.parse_args()
     runs = Path(args.runs) / args.profile
     results = load_results(runs)
@@ -144,8 +144,8 @@ def main() -> None:
         )
     memory = json.loads(memory_path.read_text())
     rows = table_rows(results, memory)
-    stem = "table1" if args.profile == "quick" else f"table1_{args.profile}"
-    out = Path(args.out)
+    stem = "table1"
+    out = Path(args.out) if args.out else ROOT / "results" / ("" if args.profile == "quick" else args.profile)
     write_csv(out / f"{stem}.csv", rows)
     atomic_write_text(out / f"{stem}.md", markdown(rows, results, memory, args.profile))
     print((out / f"{stem}.md").read_text())
