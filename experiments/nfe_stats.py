@@ -8,13 +8,17 @@ single sweeping run feed the same figure; after every run the figure is redrawn 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
+from hydra.utils import get_original_cwd
 from omegaconf import DictConfig, OmegaConf
 
 from neuralode.analysis import measure_tolerance, reference_outputs
@@ -27,33 +31,58 @@ from neuralode.training.classification import classification_error
 OmegaConf.register_new_resolver("run_tag", lambda overrides: overrides or "default", replace=True)
 
 
-def load_odenet(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, str, int | None]:
-    """The ODE-Net of ``cfg.mnist_run`` (or an untrained one), its description and batches per epoch."""
-    if cfg.mnist_run == "untrained":
+def default_checkpoint(cfg: DictConfig) -> Path:
+    """Where ``make table1``/``make figure3`` leave the ODE-Net of this profile."""
+    return (
+        Path(get_original_cwd())
+        / "runs"
+        / "mnist"
+        / cfg.profile.name
+        / "odenet"
+        / "default"
+        / "checkpoint.pt"
+    )
+
+
+def train_odenet(cfg: DictConfig) -> None:
+    """Train this profile's MNIST ODE-Net (resuming one that was interrupted), as ``make figure3`` does."""
+    command = [sys.executable, "-m", "experiments.mnist", "model=odenet", f"profile={cfg.profile.name}",
+               f"data_dir={cfg.data_dir}", f"device={cfg.device}"]  # fmt: skip
+    print(f"no ODE-Net checkpoint yet: training it first ({' '.join(command[1:])})", flush=True)
+    subprocess.run(command, check=True, cwd=get_original_cwd())
+
+
+def load_odenet(
+    cfg: DictConfig, device: torch.device
+) -> tuple[torch.nn.Module, str, Path | None, int | None]:
+    """The ODE-Net to study, its description (with the checkpoint's hash), run folder, batches per epoch."""
+    if cfg.checkpoint == "untrained":
         model = build_mnist_model("odenet", channels=cfg.untrained_channels, method=cfg.solver.method)
-        return (
-            model.to(device),
-            f"untrained ODE-Net ({cfg.untrained_channels} channels, seed {cfg.seed})",
-            None,
-        )
-    checkpoint = Path(cfg.mnist_run) / "checkpoint.pt"
+        description = f"untrained ODE-Net ({cfg.untrained_channels} channels, seed {cfg.seed})"
+        return model.to(device), description, None, None
+    checkpoint = Path(cfg.checkpoint)
+    if not checkpoint.exists() and checkpoint == default_checkpoint(cfg) and cfg.train_if_missing:
+        train_odenet(cfg)
     if not checkpoint.exists():
         raise FileNotFoundError(
             f"no ODE-Net checkpoint at {checkpoint}: train one with `python -m experiments.mnist "
             f"model=odenet profile={cfg.profile.name}` (make figure3 does this first), or pass "
-            "mnist_run=untrained"
+            "checkpoint=untrained"
         )
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     settings = state["settings"]
-    channels = int(settings.get("model.channels", 64))
-    model = build_mnist_model("odenet", channels=channels, method=cfg.solver.method)
+    model = build_mnist_model(
+        "odenet", channels=int(settings.get("model.channels", 64)), method=cfg.solver.method
+    )
     model.load_state_dict(state["model"])
-    return (model.to(device), f"ODE-Net trained {state['epoch']} epochs ({checkpoint})",
-            int(settings["batches_per_epoch"]))  # fmt: skip
+    description = f"ODE-Net trained {state['epoch']} epochs ({checkpoint}, sha256 {digest})"
+    return model.to(device), description, checkpoint.parent, int(settings["batches_per_epoch"])
 
 
 def point_name(rtol: float) -> str:
-    return f"rtol={rtol:.0e}.json"
+    """The point file of one tolerance (exact to 6 significant digits)."""
+    return f"rtol={rtol:.6g}.json"
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
@@ -65,7 +94,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     )
     if any(not 0 < t < 1 for t in tolerances):
         raise ValueError(f"tolerances must be in (0, 1), got {tolerances}")
-    model, description, batches_per_epoch = load_odenet(cfg, device)
+    model, description, mnist_run, batches_per_epoch = load_odenet(cfg, device)
     model.eval()
     profile = cfg.profile.nfe_stats
     images, labels = load_mnist(cfg.data_dir, train=False)
@@ -87,7 +116,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     metadata = {
         **run_metadata(device, cfg.seed), "profile": cfg.profile.name, "model": description,
         "method": cfg.solver.method, "reference_rtol": cfg.reference_rtol, "batches": len(inputs),
-        "batch_size": cfg.batch_size, "repeats": cfg.repeats, "mnist_run": str(cfg.mnist_run),
+        "batch_size": cfg.batch_size, "repeats": cfg.repeats, "mnist_run": str(mnist_run),
     }  # fmt: skip
     points_dir = Path(cfg.points_dir)
     from torch.utils.tensorboard import SummaryWriter
@@ -111,7 +140,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     points = [json.loads(path.read_text()) for path in sorted(points_dir.glob("rtol=*.json"))]
     setup = ("model", "method", "batch_size", "batches", "reference_rtol")
     same_model = [p for p in points if all(p[key] == metadata[key] for key in setup)]
-    training = read_training_nfe(cfg.mnist_run) if cfg.mnist_run != "untrained" else {
+    training = read_training_nfe(mnist_run) if mnist_run is not None else {
         "epoch": [], "epoch_nfe": [], "iteration": [], "iteration_nfe": []}  # fmt: skip
     ratios = write_figure3(same_model, training, batches_per_epoch, metadata, cfg.out_dir)
     print(f"backward/forward NFE ratio: {ratios['ratio_default']:.2f} (default norm), "

@@ -67,7 +67,12 @@ def markdown(
     rows: list[dict[str, Any]], results: dict[str, Any], memory: dict[str, Any], profile: str
 ) -> str:
     first = results["odenet"]
-    solver = first["solver"]
+    config = first["config"]
+    solvers = {m: results[m]["solver"] for m in ("odenet", "rknet")}
+    solver_text = "; ".join(
+        f"{results[m]['label']}: {s['method']} at rtol={s['rtol']:g}, atol={s['atol']:g}"
+        for m, s in solvers.items()
+    )
     commits = sorted({r["commit"] for r in results.values()})
     milestones = "/".join(f"{100 * m:g}%" for m in first["config"]["schedule"]["milestones"])
     epochs = ", ".join(f"{r['label']} {r['epochs']}" for r in results.values())
@@ -78,12 +83,13 @@ def markdown(
         f"Device: {first['device']}. Seed {first['seed']}. Trained {first['date']} at commit "
         f"{', '.join(commits)}; table written from memory measurements of {memory['date']} "
         f"(commit {memory['commit']}).",
-        f"Epochs: {epochs}; batch 128, SGD momentum "
-        f"0.9, lr 0.1 x0.1 at {milestones} of the run; random-crop padding "
+        f"Epochs: {epochs}; batch {config['batch_size']}, SGD momentum {config['optimizer']['momentum']}, "
+        f"lr {config['optimizer']['lr']} x{config['schedule']['gamma']} at {milestones} of the run; "
+        "random-crop padding "
         f"{first['config']['profile']['mnist']['crop_padding']}. Test error is the final epoch's (no "
         "checkpoint selection on the test set).",
-        f"ODE-Net and RK-Net: {solver['method']} at rtol={solver['rtol']:g}, atol={solver['atol']:g} over "
-        "t in [0, 1]; ODE-Net trains with the adjoint method, RK-Net backpropagates through the same solver. "
+        f"Solvers over t in [0, 1]: {solver_text}. ODE-Net trains with the adjoint method, RK-Net "
+        "backpropagates through the solver's operations. "
         "The paper's own runs used an implicit Adams solver (LSODE, via SciPy) outside PyTorch.",
         "",
         "| Model | Test error (ours) | Test error (paper) | Parameters (ours) | Parameters (paper) | "
@@ -92,8 +98,13 @@ def markdown(
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        nfe = "-" if row["forward_nfe_last_epoch"] == 0 else (
-            f"{row['forward_nfe_last_epoch']:g} / {row['backward_nfe_last_epoch']:g}")  # fmt: skip
+        backward = row["backward_nfe_last_epoch"]
+        backward_text = f"{backward:g}" if backward else "- (backprop)"
+        nfe = (
+            "-"
+            if row["forward_nfe_last_epoch"] == 0
+            else f"{row['forward_nfe_last_epoch']:g} / {backward_text}"
+        )
         lines.append(
             f"| {row['model']} | {row['test_error_pct']:.2f}% | {row['paper_test_error']} | "
             f"{row['parameters']:,} | {row['paper_parameters']} | {row['peak_step_memory_mib']:.0f} | "
@@ -103,9 +114,9 @@ def markdown(
     lines += [
         "",
         "Peak step memory: one training step at batch 128 in a fresh process, the peak above the memory in "
-        "use before it (peak RSS on CPU, so it includes allocator slack; `max_memory_allocated` on CUDA). "
-        "Seconds / iteration: mean over training, data included. L = layers, L~ = function evaluations "
-        "(the paper's notation).",
+        "use before it (on CPU the peak RSS, reset just before the step, so it includes allocator slack; "
+        "`max_memory_allocated` on CUDA). Seconds / iteration: mean over training of forward, backward and "
+        "update (batch preparation excluded). L = layers, L~ = function evaluations (the paper's notation).",
         "",
         "## Memory and time against NFE (RK-Net vs ODE-Net)",
         "",
@@ -123,7 +134,12 @@ def markdown(
         label = results[row["model"]]["label"]
         lines.append(f"| {label} | {row['rtol']:g} | {row['nfe_forward']} | {backward} | "
                      f"{row['peak_memory_mb']:.0f} | {row['seconds_per_step']:.3f} |")  # fmt: skip
-    lines += ["", f"Measured on {memory['device']} by scripts/measure_mnist_memory.py.", ""]
+    lines += ["", f"Measured on {memory['device']} by scripts/measure_mnist_memory.py."]
+    if not all(row.get("peak_reset", False) for row in memory["rows"]):
+        lines.append(
+            "Warning: the peak RSS could not be reset before some steps; their memory may be overstated."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

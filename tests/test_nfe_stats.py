@@ -15,7 +15,7 @@ from neuralode.analysis import fit_ratio
 from tests.fake_mnist import write_fake_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["profile=smoke", "mnist_run=untrained", "untrained_channels=4", "batch_size=8", "test_batch_size=16",
+TINY = ["profile=smoke", "checkpoint=untrained", "untrained_channels=4", "batch_size=8", "test_batch_size=16",
         "repeats=1", "reference_rtol=1e-7"]  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def test_sweep_writes_the_figure_nfe_grows_as_the_tolerance_tightens_and_a_multi
 def test_missing_checkpoint_says_how_to_train_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "experiments.nfe_stats", "profile=smoke",
-                           f"mnist_run={tmp_path / 'none'}"], cwd=tmp_path, env=env, capture_output=True,
+                           f"checkpoint={tmp_path / 'none.pt'}"], cwd=tmp_path, env=env, capture_output=True,
                           text=True)  # fmt: skip
     assert done.returncode != 0 and "experiments.mnist model=odenet" in done.stderr
 

@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from neuralode.analysis.figure3 import read_training_nfe
 from neuralode.data import ImageBatches
 from neuralode.data.batches import random_crop
 from neuralode.training import StepSchedule, Trainer, TrainerConfig, atomic_write_text, load_checkpoint
@@ -70,7 +72,13 @@ def test_resume_after_crash_ends_with_the_same_numbers(tmp_path):
         == result["final"]["test_error"]
     )
     assert (tmp_path / "b" / "epochs.csv").read_text().count("\n") == 4  # header + 3 epochs
-    assert any((tmp_path / "b" / "tb").iterdir())
+    # TensorBoard after the resume: every epoch's summary and every iteration once (none purged, none twice).
+    logged = read_training_nfe(tmp_path / "b")
+    assert logged["epoch"] == [1.0, 2.0, 3.0]
+    assert logged["iteration"] == [float(step) for step in range(3 * resumed.config.batches_per_epoch)]
+    events = EventAccumulator(str(tmp_path / "b" / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("epoch/test_error")] == [5, 11, 17]
 
 
 def test_same_seed_same_numbers_and_finished_run_is_not_retrained(tmp_path):
@@ -79,7 +87,9 @@ def test_same_seed_same_numbers_and_finished_run_is_not_retrained(tmp_path):
     assert _comparable(first["history"]) == _comparable(second["history"])
     again = _trainer(tmp_path / "a")
     assert again.resumed_from == 3
+    before = (tmp_path / "a" / "result.json").read_text()
     assert _comparable(again.fit()["history"]) == _comparable(first["history"])
+    assert (tmp_path / "a" / "result.json").read_text() == before  # a finished run's record is kept as it is
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..training import atomic_write_text, write_csv
+from ..training import atomic_write_bytes, atomic_write_text, write_csv
 from .tolerance_sweep import SweepPoint, fit_ratio
 
 
@@ -98,10 +99,10 @@ def write_figure3(
     )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    tmp = out / ".figure3.png.tmp"
-    fig.savefig(tmp, format="png", dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, out / "figure3.png")
+    atomic_write_bytes(out / "figure3.png", buffer.getvalue())
 
     columns = [field.name for field in fields(SweepPoint)]
     write_csv(out / "figure3.csv", [{key: row[key] for key in columns} for row in rows])

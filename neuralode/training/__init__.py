@@ -1,9 +1,15 @@
 """The shared training machinery of the experiments: one loop, atomic checkpoints, logging, provenance."""
 
-from .checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .loop import Trainer, TrainerConfig
 from .lr_schedule import StepSchedule
-from .monitor import current_rss_mb, ode_nfe, peak_memory_mb, peak_rss_mb
+from .monitor import current_rss_mb, ode_nfe, peak_memory_mb, peak_rss_mb, reset_peak_rss
 from .reproducibility import resolve_device, run_metadata, seed_everything
 from .run_logger import RunLogger, write_csv
 
@@ -12,6 +18,7 @@ __all__ = [
     "StepSchedule",
     "Trainer",
     "TrainerConfig",
+    "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "current_rss_mb",
@@ -19,6 +26,7 @@ __all__ = [
     "ode_nfe",
     "peak_memory_mb",
     "peak_rss_mb",
+    "reset_peak_rss",
     "resolve_device",
     "run_metadata",
     "save_checkpoint",

@@ -25,6 +25,11 @@ def _atomic_write(path: Path, write: Any) -> None:
         raise
 
 
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))

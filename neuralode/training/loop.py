@@ -8,6 +8,7 @@ a loss and an evaluation function. A checkpoint is written atomically after ever
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -86,7 +87,8 @@ class Trainer:
         return self.epoch * self.config.batches_per_epoch
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
+        # Load on the CPU: RNG states must stay there; load_state_dict moves the rest to the model.
+        state = load_checkpoint(self.run_dir / CHECKPOINT, map_location="cpu")
         if state is None:
             return
         if state["settings"] != self._settings():
@@ -116,7 +118,13 @@ class Trainer:
         )  # fmt: skip
 
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs; returns (and writes to ``result.json``) the final-epoch metrics."""
+        """Train the remaining epochs; returns (and writes to ``result.json``) the final-epoch metrics.
+
+        A finished run is not touched: its ``result.json`` (with the provenance of when it was trained) is
+        returned as it is.
+        """
+        if self.epoch >= self.config.epochs and (self.run_dir / RESULT).exists():
+            return json.loads((self.run_dir / RESULT).read_text())
         logger = RunLogger(self.run_dir, start_step=self.steps_done, tensorboard=self.config.tensorboard)
         try:
             while self.epoch < self.config.epochs:
@@ -176,6 +184,7 @@ class Trainer:
             bar.close()
         if count == 0:
             raise ValueError(f"the batch source gave no batches for epoch {self.epoch}")
+        train_peak_memory = peak_memory_mb(self.device)  # before evaluation, which may use larger batches
         self.model.eval()
         with torch.no_grad():
             metrics = dict(self.evaluate(self.model))
@@ -185,12 +194,14 @@ class Trainer:
             **{f"train_{k}": v / count for k, v in extra_sums.items()},
             "seconds_per_iteration": sums["seconds"] / count,
             "lr_end": self.optimizer.param_groups[0]["lr"],
-            "peak_memory_mb": peak_memory_mb(self.device),
+            "peak_memory_mb": train_peak_memory,
             **metrics,
         }
         self.history.append(row)
         self.epoch += 1
-        logger.scalars({f"epoch/{k}": float(v) for k, v in row.items() if _is_number(v)}, self.steps_done)
+        # At the epoch's last iteration: a resume purges events from its first new step on, not these.
+        epoch_step = self.steps_done - 1
+        logger.scalars({f"epoch/{k}": float(v) for k, v in row.items() if _is_number(v)}, epoch_step)
         logger.epochs(self.history)
         self._checkpoint()
         if self.config.progress:

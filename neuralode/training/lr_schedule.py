@@ -11,7 +11,7 @@ class StepSchedule:
     """``lr * gamma ** k`` where k counts the milestones passed; milestones are fractions of the run.
 
     The paper's reference setup (lr x0.1 at epochs 60, 100, 140 of 160) is ``milestones=(0.375, 0.625,
-    0.875)``; expressed as fractions, the same shape applies to a 2-epoch quick run.
+    0.875)``; as fractions, a schedule applies unchanged to runs of any length.
     """
 
     lr: float
