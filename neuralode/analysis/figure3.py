@@ -88,7 +88,9 @@ def write_figure3(
         d.plot(epochs, training["iteration_nfe"], ".", alpha=0.15, markersize=2, label="per iteration")
         d.plot(epochs, _running_mean(training["iteration_nfe"], 50), "-", label="running mean (50)")
     if training["epoch"]:
-        d.plot(training["epoch"], training["epoch_nfe"], "o", color="k", label="epoch mean")
+        d.plot(
+            training["epoch"], training["epoch_nfe"], "o", color="k", label="epoch mean (at the epoch's end)"
+        )
     d.set(xlabel="training epoch", ylabel="forward NFE", title="(d) forward NFE over training")
     if training["epoch"] or training["iteration"]:
         d.legend(fontsize=7)
