@@ -24,8 +24,6 @@ from neuralode.training import (
 )
 from neuralode.training.classification import classification_error, classification_loss
 
-OmegaConf.register_new_resolver("run_tag", lambda overrides: overrides or "default", replace=True)
-
 
 def epochs_for(cfg: DictConfig) -> int:
     """``epochs`` when set, else the profile's epochs for this model."""

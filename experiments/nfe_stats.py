@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.utils import get_original_cwd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from neuralode.analysis import measure_tolerance, reference_outputs
 from neuralode.analysis.figure3 import read_training_nfe, write_figure3
@@ -27,8 +27,6 @@ from neuralode.data import ImageBatches, load_mnist
 from neuralode.models.mnist import build_mnist_model
 from neuralode.training import atomic_write_json, resolve_device, run_metadata, seed_everything
 from neuralode.training.classification import classification_error
-
-OmegaConf.register_new_resolver("run_tag", lambda overrides: overrides or "default", replace=True)
 
 
 def default_checkpoint(cfg: DictConfig) -> Path:
