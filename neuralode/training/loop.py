@@ -43,12 +43,15 @@ class TrainerConfig:
     progress: bool = True
     tensorboard: bool = True
     hparams: Mapping[str, Any] = field(default_factory=dict)
+    max_grad_norm: float | None = None  # clip the gradient's global norm to this before each step
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batches_per_epoch < 1:
             raise ValueError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
 
 
 class Trainer:
@@ -141,7 +144,7 @@ class Trainer:
         self.model.train()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        sums = {"loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0, "seconds": 0.0}
+        sums = {"loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0, "grad_norm": 0.0, "seconds": 0.0}
         extra_sums: dict[str, float] = {}
         count = 0
         bar = _progress(cfg, self.epoch)
@@ -156,6 +159,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             _, nfe_backward = ode_nfe(self.model)
+            grad_norm = nn.utils.clip_grad_norm_(
+                self.model.parameters(), math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm
+            )
             self.optimizer.step()
             loss_value = loss.item()  # synchronises, so the time below is the step's
             seconds = time.perf_counter() - start
@@ -164,7 +170,7 @@ class Trainer:
                     f"training loss is {loss_value} at epoch {self.epoch}, iteration {index}"
                 )
             values = {"loss": loss_value, "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
-                      "seconds": seconds}  # fmt: skip
+                      "grad_norm": grad_norm.item(), "seconds": seconds}  # fmt: skip
             for key, value in values.items():
                 sums[key] += value
             for key, value in extra.items():
@@ -173,7 +179,7 @@ class Trainer:
             logger.scalars(
                 {"train/loss": loss_value, "train/lr": lr, "nfe/forward": nfe_forward,
                  "nfe/backward": nfe_backward, "time/seconds_per_iteration": seconds,
-                 "memory/peak_mb": peak_memory_mb(self.device),
+                 "memory/peak_mb": peak_memory_mb(self.device), "train/grad_norm": grad_norm.item(),
                  **{f"train/{k}": float(v) for k, v in extra.items()}},
                 step,
             )  # fmt: skip
