@@ -96,6 +96,7 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
             m.latent_dim, 2, m.encoder_hidden, m.dynamics_hidden, m.decoder_hidden, method=m.solver.method,
             rtol=m.solver.rtol, atol=m.solver.atol, options=OmegaConf.to_container(m.solver.options) or None,
             adjoint=m.adjoint, event_rate=m.event_rate, encoder_cell=m.encoder_cell,
+            decoder_activation=m.decoder_activation,
         )  # fmt: skip
     if cfg.net == "rnn":
         return GapRNN(2, cfg.rnn.hidden, cfg.rnn.cell)
@@ -196,6 +197,7 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
         flat.update({
             "latent_dim": m.latent_dim, "encoder_hidden": m.encoder_hidden, "encoder_cell": m.encoder_cell,
             "dynamics_hidden": m.dynamics_hidden, "decoder_hidden": m.decoder_hidden,
+            "decoder_activation": m.decoder_activation,
             "solver.method": m.solver.method, "solver.rtol": m.solver.rtol, "solver.atol": m.solver.atol,
             "adjoint": m.adjoint, "event_rate": m.event_rate, "likelihood_std": likelihood_std(cfg),
         })  # fmt: skip

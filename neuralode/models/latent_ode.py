@@ -81,9 +81,14 @@ class RateAugmentedDynamics(nn.Module):
         return torch.cat([self.dynamics(t, z), self.log_rate(z).exp()], dim=-1)
 
 
-def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    """One hidden layer with ReLU."""
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
+
+
+def mlp(inputs: int, hidden: int, outputs: int, activation: str = "relu") -> nn.Sequential:
+    """One hidden layer with ``activation`` ("relu", "elu" or "tanh")."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    return nn.Sequential(nn.Linear(inputs, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, outputs))
 
 
 def gaussian_log_likelihood(x: Tensor, mean: Tensor, std: float) -> Tensor:
@@ -136,12 +141,13 @@ class LatentODE(nn.Module):
         event_rate: bool = False,
         rate_hidden: int = 20,
         encoder_cell: str = "rnn",
+        decoder_activation: str = "relu",
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = RecognitionRNN(latent_dim, obs_dim, encoder_hidden, encoder_cell)
         self.dynamics = LatentDynamics(latent_dim, dynamics_hidden)
-        self.decoder = mlp(latent_dim, decoder_hidden, obs_dim)
+        self.decoder = mlp(latent_dim, decoder_hidden, obs_dim, decoder_activation)
         self.log_rate = mlp(latent_dim, rate_hidden, 1) if event_rate else None
         self.ode_func: nn.Module = (
             self.dynamics if self.log_rate is None else RateAugmentedDynamics(self.dynamics, self.log_rate)
