@@ -5,6 +5,7 @@ Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statisti
 
 from .adjoint import odeint_adjoint as odeint_adjoint
 from .errors import MaxStepsExceededError as MaxStepsExceededError
+from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
 from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SOLVERS",
     "MaxStepsExceededError",
+    "NewtonConvergenceError",
     "NonFiniteStateError",
     "ODEBlock",
     "SolveStats",

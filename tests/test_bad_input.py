@@ -21,8 +21,8 @@ from neuralode import (
     odeint_adjoint,
 )
 
-ADAPTIVE_METHODS = sorted(m for m, cls in SOLVERS.items() if cls.tableau.adaptive)
-FIXED_METHODS = sorted(m for m, cls in SOLVERS.items() if not cls.tableau.adaptive)
+from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS, FIXED_METHODS
+
 NAN = float("nan")
 F64 = torch.float64
 
@@ -296,7 +296,7 @@ def test_non_scalar_tensor_tolerance_raises_value_error_naming_it(solve, name):
 
 
 @SOLVE
-@pytest.mark.parametrize("method", FIXED_METHODS)
+@pytest.mark.parametrize("method", ALL_FIXED_METHODS)
 @pytest.mark.parametrize("options", [None, {}, {"interp": "cubic"}], ids=["none", "empty", "no-grid"])
 def test_fixed_grid_method_without_step_size_or_grid_constructor_raises(solve, method, options):
     assert_rejected_before_work(

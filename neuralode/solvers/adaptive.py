@@ -37,6 +37,16 @@ class AdaptiveRKSolver(Solver):
     """Engine for every embedded explicit Runge-Kutta tableau."""
 
     options_class: ClassVar[type] = AdaptiveOptions
+    supported_callbacks: ClassVar[tuple[str, ...]] = (
+        "callback_step",
+        "callback_accept_step",
+        "callback_reject_step",
+    )
+    implicit: ClassVar[bool] = False
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
 
     def integrate(self, problem: FlatProblem) -> Tensor:
         opts: AdaptiveOptions = self.options

@@ -144,3 +144,43 @@ class AdaptiveOptions(_Options):
                 raise ValueError(f"{arg}[{name!r}] contains NaN or infinite times")
         if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise ValueError(f"{arg}['dtype'] must be a floating torch.dtype, got {self.dtype!r}")
+
+
+def _int_in(value: Any, name: str, arg: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{arg}[{name!r}] must be an int in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class ImplicitOptions(FixedGridOptions):
+    """Options of fixed-grid implicit Runge-Kutta methods: those of fixed-grid methods, plus
+
+    Attributes:
+        max_iters: Newton iterations per step before NewtonConvergenceError.
+    """
+
+    max_iters: int = 50
+
+    def validate(self, arg: str) -> None:
+        super().validate(arg)
+        _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
+
+
+@dataclass(frozen=True)
+class AdamsOptions(FixedGridOptions):
+    """Options of the fixed-grid Adams methods: those of fixed-grid methods, plus
+
+    Attributes:
+        max_order: order of the multistep formula (steps of history); the first max_order - 1
+            steps are taken by RK4.
+        max_iters: corrector iterations per step (implicit_adams; stops early once converged to
+            rtol/atol).
+    """
+
+    max_order: int = 4
+    max_iters: int = 4
+
+    def validate(self, arg: str) -> None:
+        super().validate(arg)
+        _int_in(self.max_order, "max_order", arg, 1, 12)
+        _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
