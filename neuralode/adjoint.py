@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .callbacks import StepCallbacks, make_callbacks
 from .checks import check_tolerance, make_solver, prepare
 from .norms import RMSNorm, UserNorm
 from .solvers import FlatProblem, Solver
@@ -35,6 +36,7 @@ class _AdjointSetup:
     atol: float
     norm: Callable | str | None
     stats: SolveStats | None
+    callbacks: StepCallbacks | None = None
 
 
 def odeint_adjoint(
@@ -98,6 +100,14 @@ def odeint_adjoint(
         atol=prepared.problem.atol if adjoint_atol is None else check_tolerance(adjoint_atol, "adjoint_atol"),
         norm=getattr(solver.options, "norm", None),
         stats=stats,
+        callbacks=make_callbacks(
+            func,
+            _augmented_unflatten(prepared.layout, params),
+            solver.supported_callbacks,
+            adjoint_method or method or "dopri5",
+            prepared.layout.dtype,
+            suffix="_adjoint",
+        ),
     )
     ys = _OdeintAdjoint.apply(setup, prepared.problem.y0, t, *params)
     if stats is not None:
@@ -171,6 +181,7 @@ def _backward_solve(
             user_func=dynamics,
             user_y0=aug,
             t_tensor=torch.tensor([times[i], times[i - 1]], dtype=t.dtype),
+            callbacks=setup.callbacks,
         )
         with torch.no_grad():
             aug = setup.solver.integrate(problem)[-1]
@@ -183,6 +194,21 @@ def _backward_solve(
         grad_t = grad_t.to(t.dtype)
     grad_params = [g.view_as(p).to(p.dtype) for g, p in zip(a_params.split(param_sizes), params, strict=True)]
     return a, grad_t, grad_params
+
+
+def _augmented_unflatten(layout: StateLayout, params: tuple[Tensor, ...]) -> Callable[[Tensor], tuple]:
+    """The backward solve's flat state -> (y, dL/dy, *dL/dparams) for the ``*_adjoint`` callbacks."""
+    n = layout.size
+
+    def unflatten(aug: Tensor) -> tuple:
+        y, a = layout.unflatten(aug[:n]), layout.unflatten(aug[n : 2 * n])
+        rest, out = aug[2 * n :], []
+        for p in params:
+            out.append(rest[: p.numel()].view_as(p))
+            rest = rest[p.numel() :]
+        return (y, a, *out)
+
+    return unflatten
 
 
 def _augmented_dynamics(

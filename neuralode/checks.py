@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .callbacks import make_callbacks
 from .norms import RMSNorm, UserNorm
 from .solvers import DEFAULT_METHOD, SOLVERS, FlatProblem, Solver
 from .state import FlatFunc, StateLayout, UserState
@@ -131,5 +132,8 @@ def prepare(
         user_func=func,
         user_y0=y0,
         t_tensor=t,
+        callbacks=make_callbacks(
+            func, layout.unflatten, solver.supported_callbacks, method or DEFAULT_METHOD, layout.dtype
+        ),
     )
     return PreparedSolve(solver, problem, layout)

@@ -50,7 +50,7 @@ class AdaptiveRKSolver(Solver):
 
     def integrate(self, problem: FlatProblem) -> Tensor:
         opts: AdaptiveOptions = self.options
-        func, times, counts = problem.func, problem.times, problem.counts
+        func, times, counts, callbacks = problem.func, problem.times, problem.counts, problem.callbacks
         y = problem.y0
         dtab = DeviceTableau(self.tableau, y.dtype, y.device)
         rtol, atol, norm = problem.rtol, problem.atol, problem.norm
@@ -108,12 +108,16 @@ class AdaptiveRKSolver(Solver):
                 )
             attempts += 1
             counts.n_steps += 1
+            if callbacks is not None and callbacks.step is not None:
+                callbacks.step(t, y, dt)
 
             K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
             ratio = self._error_ratio(dtab, K, y_abs, y1, abs(dt), rtol, atol, norm, homogeneous)
 
             if not math.isfinite(ratio):
                 counts.n_rejected += 1
+                if callbacks is not None and callbacks.reject is not None:
+                    callbacks.reject(t, y, dt)
                 nonfinite += 1
                 last_rejection_nonfinite = True
                 if nonfinite > _MAX_NONFINITE_RETRIES:
@@ -130,6 +134,8 @@ class AdaptiveRKSolver(Solver):
             accepted = ratio <= 1.0 or abs(dt) <= opts.min_step
             if not accepted:
                 counts.n_rejected += 1
+                if callbacks is not None and callbacks.reject is not None:
+                    callbacks.reject(t, y, dt)
                 last_rejection_nonfinite = False
                 f0 = K[0] if buffer is not None else f0  # the buffer row stays valid for a retry
                 h = controller.next_step(abs(dt), ratio, accepted=False)
@@ -143,6 +149,8 @@ class AdaptiveRKSolver(Solver):
                 continue
 
             counts.n_accepted += 1
+            if callbacks is not None and callbacks.accept is not None:
+                callbacks.accept(t, y, dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
             f1 = K[-1] if dtab.fsal else func(t1, y1)
             if next_out < n_out and direction * (times[next_out] - t1) <= 0:
