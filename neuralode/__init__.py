@@ -9,6 +9,7 @@ from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
 from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
+from .event_api import odeint_event as odeint_event
 from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
 from .solvers import SOLVERS as SOLVERS
@@ -28,4 +29,5 @@ __all__ = [
     "StepSizeUnderflowError",
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
 ]

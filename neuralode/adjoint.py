@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .callbacks import StepCallbacks, make_callbacks
 from .checks import check_tolerance, make_solver, prepare
+from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .solvers import FlatProblem, Solver
 from .state import FlatFunc, StateLayout, UserState, time_tensor
@@ -37,6 +38,7 @@ class _AdjointSetup:
     norm: Callable | str | None
     stats: SolveStats | None
     callbacks: StepCallbacks | None = None
+    precomputed: Tensor | None = None  # the forward solution, when an event search already found it
 
 
 def odeint_adjoint(
@@ -109,10 +111,27 @@ def odeint_adjoint(
             suffix="_adjoint",
         ),
     )
+    if prepared.event is not None:
+        return _adjoint_until_event(setup, prepared, t, params, counts)
     ys = _OdeintAdjoint.apply(setup, prepared.problem.y0, t, *params)
     if stats is not None:
         stats.forward = counts
     return prepared.layout.unflatten(ys)
+
+
+def _adjoint_until_event(setup: _AdjointSetup, prepared, t: Tensor, params: tuple[Tensor, ...], counts):
+    """Find the event without a graph, then treat [t0, event_t] as an ordinary adjoint solve."""
+    problem = prepared.problem
+    with torch.no_grad():
+        tau, y_tau, k = prepared.solver.integrate_until_event(problem, prepared.event)
+    setup.forward_problem = dataclasses.replace(problem, times=[problem.times[0], tau])
+    setup.precomputed = torch.stack([problem.y0.detach(), y_tau])
+    t_pair = torch.stack([t[0], torch.tensor(tau, dtype=t.dtype, device=t.device)])
+    ys = _OdeintAdjoint.apply(setup, problem.y0, t_pair, *params)
+    tau_t, y_out = attach_event_gradient(problem.func, prepared.event, tau, ys[-1], k)
+    if setup.stats is not None:
+        setup.stats.forward = counts
+    return tau_t.to(t.dtype), prepared.layout.unflatten(torch.stack([ys[0], y_out]))
 
 
 class _OdeintAdjoint(torch.autograd.Function):
@@ -120,7 +139,9 @@ class _OdeintAdjoint(torch.autograd.Function):
     def forward(ctx, setup: _AdjointSetup, y0: Tensor, t: Tensor, *params: Tensor) -> Tensor:
         problem = setup.forward_problem
         with torch.no_grad():
-            if len(problem.times) == 1:
+            if setup.precomputed is not None:
+                ys = setup.precomputed
+            elif len(problem.times) == 1:
                 ys = y0.unsqueeze(0).clone()
             else:
                 ys = setup.forward_solver.integrate(dataclasses.replace(problem, y0=y0))

@@ -394,10 +394,8 @@ def test_seminorm_in_forward_options_raises_and_points_to_adjoint_options(solve)
 
 
 @SOLVE
-def test_event_fn_raises_not_implemented_error(solve):
-    assert_rejected_before_work(
-        solve, NotImplementedError, r"^event_fn is not supported", event_fn=lambda t, y: y[0]
-    )
+def test_event_fn_not_callable_raises_type_error(solve):
+    assert_rejected_before_work(solve, TypeError, r"^event_fn must be callable", event_fn=0.5)
 
 
 # ---------------------------------------------------------------------------------------------

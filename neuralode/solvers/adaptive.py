@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from ..events import bisect
 from .base import FlatProblem, Solver
 from .options import AdaptiveOptions
 from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
@@ -49,6 +50,14 @@ class AdaptiveRKSolver(Solver):
         return self.tableau.order
 
     def integrate(self, problem: FlatProblem) -> Tensor:
+        return self._run(problem, None)
+
+    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+        """Step (without end) in the direction of times[0] -> times[1] until ``event`` crosses zero;
+        return the event time, the state there (dense output) and the crossing component."""
+        return self._run(problem, event)
+
+    def _run(self, problem: FlatProblem, event):
         opts: AdaptiveOptions = self.options
         func, times, counts, callbacks = problem.func, problem.times, problem.counts, problem.callbacks
         y = problem.y0
@@ -57,6 +66,10 @@ class AdaptiveRKSolver(Solver):
         homogeneous = getattr(norm, "homogeneous", False)
         t, t_end = times[0], times[-1]
         direction = 1.0 if t_end > t else -1.0
+        if event is not None:  # no end time: the event ends the solve
+            t_end = direction * math.inf
+            times = [t, t_end]
+            event.start(t, y)
         k = self.tableau.embedded_order + 1
         controller_class = PIController if opts.controller == "pi" else IntegralController
         controller = controller_class(k, opts.safety, opts.ifactor, opts.dfactor)
@@ -153,6 +166,11 @@ class AdaptiveRKSolver(Solver):
                 callbacks.accept(t, y, dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
             f1 = K[-1] if dtab.fsal else func(t1, y1)
+            if event is not None and event.crossed(t1, y1):
+                ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
+                interp = _interpolant(dtab, y, ext, t, dt, t1, y1)
+                tau, k = bisect(event, interp, t, t1)
+                return tau, interp(tau), k
             if next_out < n_out and direction * (times[next_out] - t1) <= 0:
                 next_out = self._emit(func, dtab, t, dt, t1, y, y1, K, f1, buffer, times, next_out, outputs)
             if hit_stop is not None:
@@ -209,3 +227,14 @@ class AdaptiveRKSolver(Solver):
         values = dense_eval(dtab, y, ext, dt, thetas)
         outputs.extend(y1 if is_exact else row for row, is_exact in zip(values.unbind(0), exact, strict=True))
         return next_out
+
+
+def _interpolant(dtab: DeviceTableau, y: Tensor, ext: Tensor, t: float, dt: float, t1: float, y1: Tensor):
+    """The dense output of one accepted step as a function of time."""
+
+    def interp(tau: float) -> Tensor:
+        if tau == t1:
+            return y1
+        return dense_eval(dtab, y, ext, dt, [(tau - t) / dt])[0]
+
+    return interp

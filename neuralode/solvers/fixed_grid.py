@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MaxStepsExceededError, NonFiniteStateError
+from ..events import bisect
 from .base import FlatProblem, Solver
 from .options import FixedGridOptions
 from .runge_kutta import DeviceTableau, rk_step, stage_buffer
@@ -150,6 +151,22 @@ class FixedGridSolver(Solver):
         result = torch.stack(outputs)
         _check_finite(result, times)
         return result
+
+    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+        """Step an unbounded uniform grid until ``event`` crosses zero; locate it on the interpolant."""
+        times = problem.times
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        event.start(times[0], problem.y0)
+        for step in self.march(problem, self.event_grid(problem, direction)):
+            if event.crossed(step.t1, step.y1):
+                f0 = step.f0
+                tau, k = bisect(event, lambda s, st=step: self.interpolate(problem, st, s), step.t0, step.t1)
+                step.f0, step.f1 = f0, None  # the bisection's evaluations carry no graph
+                y_tau = self.interpolate(problem, step, tau)
+                if not bool(torch.isfinite(y_tau).all()):
+                    _check_finite(torch.stack([problem.y0, y_tau]), [times[0], tau])
+                return tau, y_tau, k
+        raise AssertionError("unreachable: event_grid raises when exhausted")  # pragma: no cover
 
     def event_grid(self, problem: FlatProblem, direction: float) -> Iterator[float]:
         """An unbounded uniform grid from t0 for an event search."""
