@@ -187,4 +187,4 @@ def test_fixed_grid_perturb_never_evaluates_on_grid_points():
 
 
 def test_all_methods_are_registered_once():
-    assert len(SOLVERS) == len(set(SOLVERS)) == 22
+    assert len(SOLVERS) == len(set(SOLVERS)) == 23

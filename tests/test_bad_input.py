@@ -21,7 +21,7 @@ from neuralode import (
     odeint_adjoint,
 )
 
-from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS, FIXED_METHODS
+from .conftest import ALL_FIXED_METHODS, FIXED_METHODS
 
 NAN = float("nan")
 F64 = torch.float64
@@ -539,7 +539,7 @@ def test_nan_derivative_mid_solve_raises_non_finite_state_error_with_the_time(so
 
 @pytest.mark.parametrize("method", sorted(SOLVERS))
 def test_nan_derivative_mid_solve_is_never_returned_silently(method):
-    options = None if method in ADAPTIVE_METHODS else {"step_size": 0.1}
+    options = {"step_size": 0.1} if method in ALL_FIXED_METHODS else None
     f = CountingFunc(nan_after_half)
     with pytest.raises(SolverError):
         odeint(f, y0_(), t_(), method=method, options=options)

@@ -24,6 +24,7 @@ from .implicit_methods import (
     RadauIIA5,
     Trapezoid,
 )
+from .scipy_wrapper import ScipySolver
 from .tableau import ButcherTableau, DenseOutput
 from .tsit5 import Tsit5
 
@@ -50,6 +51,7 @@ SOLVERS: dict[str, type[Solver]] = {
     "gl6": GaussLegendre6,
     "sdirk2": SDIRK2,
     "trbdf2": TRBDF2,
+    "scipy_solver": ScipySolver,
 }
 DEFAULT_METHOD = "dopri5"
 

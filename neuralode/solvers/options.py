@@ -184,3 +184,36 @@ class AdamsOptions(FixedGridOptions):
         super().validate(arg)
         _int_in(self.max_order, "max_order", arg, 1, 12)
         _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
+
+
+SCIPY_SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+
+
+@dataclass(frozen=True)
+class ScipyOptions(_Options):
+    """Options of ``scipy_solver``.
+
+    Attributes:
+        solver: the SciPy method, one of RK45, RK23, DOP853, Radau, BDF, LSODA.
+        min_step: smallest step (LSODA only: SciPy's other methods have no such option).
+        max_step: largest step.
+    """
+
+    solver: str = "LSODA"
+    min_step: float = 0.0
+    max_step: float = math.inf
+
+    def validate(self, arg: str) -> None:
+        if self.solver not in SCIPY_SOLVERS:
+            raise ValueError(
+                f"{arg}['solver'] must be one of {', '.join(SCIPY_SOLVERS)}, got {self.solver!r}"
+            )
+        _positive(self.min_step, "min_step", arg, allow_zero=True)
+        if not (isinstance(self.max_step, int | float) and self.max_step > 0):
+            raise ValueError(f"{arg}['max_step'] must be a number > 0, got {self.max_step!r}")
+        if self.min_step > 0 and self.solver != "LSODA":
+            raise ValueError(
+                f"{arg}['min_step'] is only used by solver='LSODA' (SciPy's other methods lack it)"
+            )
+        if self.min_step > self.max_step:
+            raise ValueError(f"{arg}: min_step={self.min_step} is larger than max_step={self.max_step}")
