@@ -20,6 +20,7 @@ from .checks import check_tolerance, make_solver, prepare
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .solvers import FlatProblem, Solver
+from .solvers.fixed_grid import check_grid
 from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
 
@@ -180,6 +181,13 @@ def _backward_solve(
     dynamics = _augmented_dynamics(func, params, n, need_t, dtype)
     norm = _adjoint_norm(setup.norm, segments, ys, params, need_t)
 
+    # with options["perturb"], f at an output time is taken from inside the forward interval ending there
+    side = (
+        (1.0 if times[-1] > times[0] else -1.0)
+        if getattr(setup.forward_solver.options, "perturb", False)
+        else 0.0
+    )
+    grids = _backward_grids(setup, ys, t)
     a = grad_ys[-1].clone()
     a_params = torch.zeros(n_params, dtype=dtype, device=device)
     a_t = torch.zeros(1, dtype=dtype, device=device)
@@ -187,7 +195,7 @@ def _backward_solve(
     for i in range(len(times) - 1, 0, -1):
         if need_t:  # dL/dt_i = <dL/dy_i, f(t_i, y_i)>; it also enters the running a_t
             with torch.no_grad():
-                d_ti = torch.dot(func(times[i], ys[i]), grad_ys[i])
+                d_ti = torch.dot(func(times[i], ys[i], -side), grad_ys[i])
             grad_t[i] = d_ti
             a_t = a_t - d_ti
         aug = torch.cat([ys[i], a, a_params, *((a_t,) if need_t else ())])
@@ -203,6 +211,7 @@ def _backward_solve(
             user_y0=aug,
             t_tensor=torch.tensor([times[i], times[i - 1]], dtype=t.dtype),
             callbacks=setup.callbacks,
+            grid=None if grids is None else grids[i - 1],
         )
         with torch.no_grad():
             aug = setup.solver.integrate(problem)[-1]
@@ -215,6 +224,29 @@ def _backward_solve(
         grad_t = grad_t.to(t.dtype)
     grad_params = [g.view_as(p).to(p.dtype) for g, p in zip(a_params.split(param_sizes), params, strict=True)]
     return a, grad_t, grad_params
+
+
+def _backward_grids(setup: _AdjointSetup, ys: Tensor, t: Tensor) -> list[list[float]] | None:
+    """For a backward ``grid_constructor``: call it once with the reversed times (and the user's func
+    and final state), then cut the grid at the output times: interval i runs from t[i+1] to t[i]."""
+    constructor = getattr(setup.solver.options, "grid_constructor", None)
+    if constructor is None:
+        return None
+    times = setup.forward_problem.times
+    reversed_t = torch.tensor(times[::-1], dtype=t.dtype, device=t.device)
+    grid = constructor(setup.user_func, setup.layout.unflatten(ys[-1]), reversed_t)
+    what = "adjoint_options['grid_constructor'] (called with the reversed t)"
+    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
+        raise ValueError(f"{what} must return a 1-D tensor with at least 2 times")
+    values = grid.detach().cpu().double().tolist()
+    check_grid(values, times[-1], times[0], what)
+    direction = 1.0 if times[0] > times[-1] else -1.0  # of the backward solve
+    pieces = []
+    for i in range(len(times) - 1):
+        start, end = times[i + 1], times[i]
+        inside = [v for v in values if 0 < direction * (v - start) < direction * (end - start)]
+        pieces.append([start, *inside, end])
+    return pieces
 
 
 def _augmented_unflatten(layout: StateLayout, params: tuple[Tensor, ...]) -> Callable[[Tensor], tuple]:

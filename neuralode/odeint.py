@@ -86,11 +86,17 @@ def _solve_with_time_gradient(prepared, t: Tensor) -> Tensor:
     func, times, y0 = problem.func, problem.times, problem.y0
     dtype = y0.dtype
     with torch.no_grad():
-        f_start = func(times[0], y0)
+        # with options["perturb"], f is taken from inside the solve's span, never at the output time
+        side = (
+            (1.0 if times[-1] > times[0] else -1.0)
+            if getattr(prepared.solver.options, "perturb", False)
+            else 0.0
+        )
+        f_start = func(times[0], y0, side)
     shift = (t - t.detach()).to(dtype)  # zero, with gradient 1 with respect to t
     y0_moved = y0 - shift[0] * f_start
     problem_moved = dataclasses.replace(problem, y0=y0_moved)
     ys = prepared.solver.integrate(problem_moved)
     with torch.no_grad():
-        f_out = torch.stack([func(times[i], ys[i]) for i in range(1, len(times))])
+        f_out = torch.stack([func(times[i], ys[i], -side) for i in range(1, len(times))])
     return torch.cat([y0.unsqueeze(0), ys[1:] + shift[1:, None] * f_out])
