@@ -59,6 +59,11 @@ def odeint(
     problem, layout = prepared.problem, prepared.layout
     y0_flat = problem.y0
     if prepared.event is not None:
+        if t.requires_grad and torch.is_grad_enabled():  # t0 enters as a perturbation of y0 (see below)
+            with torch.no_grad():
+                f_start = problem.func(problem.times[0], y0_flat)
+            shift = (t[0] - t[0].detach()).to(y0_flat.dtype)
+            problem = dataclasses.replace(problem, y0=y0_flat - shift * f_start)
         tau, y_tau, k = prepared.solver.integrate_until_event(problem, prepared.event)
         tau_t, y_out = attach_event_gradient(problem.func, prepared.event, tau, y_tau, k)
         if stats is not None:

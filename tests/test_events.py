@@ -114,3 +114,16 @@ def test_event_with_grid_constructor_raises_and_asks_for_step_size():
     with pytest.raises(ValueError, match=r"needs options=\{'step_size': h\}"):
         odeint(ball(G), torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), event_fn=ground,
                method="rk4", options={"grid_constructor": lambda f, y, t: t})  # fmt: skip
+
+
+@pytest.mark.parametrize("solve", [odeint, odeint_adjoint], ids=["odeint", "adjoint"])
+def test_gradient_with_respect_to_the_start_time(solve):
+    """The ball is autonomous: starting later shifts the event by the same amount, the state not at all."""
+    t = torch.tensor([0.3, 1.0], dtype=F64, requires_grad=True)
+    kwargs = {"adjoint_params": ()} if solve is odeint_adjoint else {}
+    event_t, ys = solve(ball(G), torch.tensor([H0, V0], dtype=F64), t, event_fn=ground, **kwargs)
+    assert float(event_t.detach()) == pytest.approx(0.3 + exact_hit(), abs=1e-10)
+    (d_t,) = torch.autograd.grad(event_t, t, retain_graph=True)
+    assert d_t.tolist() == pytest.approx([1.0, 0.0], abs=1e-8)
+    (d_v,) = torch.autograd.grad(ys[-1, 1], t)
+    assert d_v.tolist() == pytest.approx([0.0, 0.0], abs=1e-8)
