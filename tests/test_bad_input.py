@@ -568,3 +568,13 @@ def test_fixed_grid_non_finite_state_reversed_time_names_the_output_interval():
     lo, hi = (float(x) for x in re.search(r"between t=(\S+) and t=(\S+?):", str(info.value)).groups())
     assert lo == pytest.approx(0.4) and hi == pytest.approx(0.3)
     assert info.value.t == pytest.approx(0.3)
+
+
+def test_torchdiffeq_option_names_are_accepted_as_aliases():
+    f = CountingFunc()
+    jumps = torch.tensor([0.5], dtype=F64)
+    a = odeint(f, y0_(), t_(), options={"jump_locations": jumps, "step_locations": jumps})
+    b = odeint(f, y0_(), t_(), options={"jump_t": jumps, "step_t": jumps})
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"^options: give either 'jump_locations' or 'jump_t'"):
+        odeint(f, y0_(), t_(), options={"jump_locations": jumps, "jump_t": jumps})

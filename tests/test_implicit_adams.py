@@ -159,3 +159,10 @@ def test_adjoint_gradients_match_backprop_through_the_new_methods(method):
     rtol = 5e-2 if method_order(method) == 1 else 1e-3
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=rtol, atol=1e-5)
+
+
+def test_implicit_method_refuses_a_state_too_large_for_dense_newton():
+    y0 = torch.zeros(64, 64, dtype=F64)  # 4096 entries, 3 stages: a 12288-row Newton matrix
+    with pytest.raises(ValueError, match=r"dense Newton system of 3 x 4096 rows .* use an explicit method"):
+        odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=F64), method="radauIIA5",
+               options={"step_size": 0.5})  # fmt: skip

@@ -111,3 +111,11 @@ def test_min_and_max_step_are_passed_to_scipy():
     odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-3,
            method="scipy_solver", options=options, stats=stats)  # fmt: skip
     assert stats.forward.n_steps >= 100
+
+
+def test_stiff_scipy_solver_refuses_a_state_too_large_for_its_dense_arrays():
+    calls = []
+    with pytest.raises(ValueError, match=r"'LSODA' allocates dense 20000 x 20000 arrays .* use 'RK45'"):
+        odeint(lambda t, y: calls.append(1) or -y, torch.ones(20000), torch.tensor([0.0, 1.0]),
+               method="scipy_solver", options={"solver": "LSODA"})  # fmt: skip
+    assert not calls

@@ -26,6 +26,8 @@ from .fixed_grid import FixedGridSolver
 from .options import ImplicitOptions
 
 _TOL = 1e-10
+# Newton factorises a dense (s N, s N) matrix: beyond this many rows it would not fit or take minutes.
+MAX_NEWTON_SIZE = 6000
 
 
 def _check(condition: bool, name: str, message: str) -> None:
@@ -141,6 +143,12 @@ class ImplicitRKSolver(FixedGridSolver):
 
     def start(self, problem: FlatProblem) -> _Context:
         y, tab = problem.y0, self.tableau
+        if tab.num_stages * y.numel() > MAX_NEWTON_SIZE:
+            raise ValueError(
+                f"method={tab.name!r} solves a dense Newton system of {tab.num_stages} x {y.numel()} rows "
+                f"(stages x state entries), more than {MAX_NEWTON_SIZE}: implicit methods suit small stiff "
+                "systems; use an explicit method, scipy_solver (LSODA, BDF), or a smaller state"
+            )
         eps = torch.finfo(y.dtype).eps
         return _Context(
             a=torch.tensor(tab.a, dtype=y.dtype, device=y.device),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
@@ -20,6 +20,17 @@ class _Options:
         options = {} if options is None else options
         if not isinstance(options, Mapping):
             raise TypeError(f"{arg} must be a dict of solver options, got {type(options).__name__}")
+        aliases: dict[str, str] = getattr(cls, "ALIASES", {})
+        if any(key in aliases for key in options):
+            renamed = dict(options)
+            for alias, name in aliases.items():
+                if alias in renamed:
+                    if name in renamed:
+                        raise ValueError(
+                            f"{arg}: give either {alias!r} or {name!r} (the same option), not both"
+                        )
+                    renamed[name] = renamed.pop(alias)
+            options = renamed
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(options) - set(valid))
         if unknown:
@@ -97,8 +108,9 @@ class AdaptiveOptions(_Options):
             smoother step sequences when the step size is limited by stability).
         norm: callable on the scaled error in the user's structure, or "rms" (default: RMS per
             tensor, max over tensors); "seminorm" only in ``adjoint_options``.
-        jump_t: times of discontinuities in func: steps end there and the derivative is re-evaluated.
-        step_t: times the solver must step to exactly.
+        jump_t: times of discontinuities in func: steps end there and the derivative is re-evaluated
+            (torchdiffeq's ``jump_locations`` is accepted as an alias).
+        step_t: times the solver must step to exactly (alias ``step_locations``).
         dtype: dtype of time values put on the device (float64 default; float32 where unsupported).
             Step-size arithmetic itself runs on the host in double precision.
     """
@@ -115,6 +127,8 @@ class AdaptiveOptions(_Options):
     jump_t: Tensor | None = None
     step_t: Tensor | None = None
     dtype: torch.dtype = torch.float64
+    # torchdiffeq's names for the same options
+    ALIASES: ClassVar[dict[str, str]] = {"step_locations": "step_t", "jump_locations": "jump_t"}
 
     def validate(self, arg: str) -> None:
         _positive(self.first_step, "first_step", arg, allow_none=True)

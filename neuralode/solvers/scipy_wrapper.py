@@ -2,8 +2,8 @@
 
 ``func`` is still called with tensors on the caller's device and dtype; the result comes back there.
 SciPy cannot backpropagate, so gradients need ``odeint_adjoint`` (whose backward solve may use SciPy
-too). Radau, BDF and LSODA get the Jacobian of ``func`` from autograd. SciPy is imported only when
-this method is used.
+too). Radau, BDF and LSODA get the Jacobian of ``func`` from autograd (states up to 4096 entries;
+larger ones leave it to SciPy's finite differences). SciPy is imported only when this method is used.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from .options import ScipyOptions
 
 _ORDERS = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "BDF": 5, "LSODA": 12}
 _EVENT_SPAN = 1e12  # SciPy needs a bound; an event search runs towards it
+_MAX_JACOBIAN_SIZE = 4096  # larger states leave the Jacobian to SciPy (LSODA starts non-stiff)
+_MAX_STIFF_SIZE = 10_000  # SciPy's Radau, BDF and LSODA allocate dense N x N arrays
 
 
 class ScipySolver(Solver):
@@ -58,7 +60,15 @@ class ScipySolver(Solver):
         kwargs: dict = {"rtol": problem.rtol, "atol": problem.atol, "max_step": opts.max_step}
         if opts.solver == "LSODA":
             kwargs["min_step"] = opts.min_step
-        if opts.solver in ("Radau", "BDF", "LSODA") and isinstance(problem.func, FlatFunc):
+        if opts.solver in ("Radau", "BDF", "LSODA") and y0.numel() > _MAX_STIFF_SIZE:
+            n = y0.numel()
+            raise ValueError(
+                f"options['solver']={opts.solver!r} allocates dense {n} x {n} arrays in SciPy "
+                f"({n * n * 8 / 2**30:.3g} GiB) for this state: use 'RK45' or 'DOP853', or our fixed-grid "
+                "'implicit_adams'"
+            )
+        small = y0.numel() <= _MAX_JACOBIAN_SIZE
+        if opts.solver in ("Radau", "BDF", "LSODA") and isinstance(problem.func, FlatFunc) and small:
 
             def jac(t: float, y: np.ndarray) -> np.ndarray:
                 _, j = jacobian(problem.func, float(t), torch.as_tensor(y, dtype=dtype).to(device), 0.0)
