@@ -2,18 +2,20 @@ import pytest
 import torch
 
 from neuralode import SOLVERS
-from neuralode.solvers import AdamsSolver, AdaptiveRKSolver, FixedGridSolver, ImplicitRKSolver
+from neuralode.solvers import ALIASES, AdamsSolver, AdaptiveRKSolver, FixedGridSolver, ImplicitRKSolver
 
-ADAPTIVE_METHODS = sorted(m for m, cls in SOLVERS.items() if issubclass(cls, AdaptiveRKSolver))
-ADAMS_METHODS = sorted(m for m, cls in SOLVERS.items() if issubclass(cls, AdamsSolver))
-IMPLICIT_METHODS = sorted(m for m, cls in SOLVERS.items() if issubclass(cls, ImplicitRKSolver))
+# Every registered name except aliases (an alias runs the same class as its target).
+METHODS = {m: cls for m, cls in SOLVERS.items() if m not in ALIASES}
+ADAPTIVE_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, AdaptiveRKSolver))
+ADAMS_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, AdamsSolver))
+IMPLICIT_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, ImplicitRKSolver))
 # Explicit Runge-Kutta on a fixed grid (tests that drive rk_step directly use these).
 FIXED_METHODS = sorted(
     m
-    for m, cls in SOLVERS.items()
+    for m, cls in METHODS.items()
     if issubclass(cls, FixedGridSolver) and m not in ADAMS_METHODS and m not in IMPLICIT_METHODS
 )
-ALL_FIXED_METHODS = sorted(m for m, cls in SOLVERS.items() if issubclass(cls, FixedGridSolver))
+ALL_FIXED_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, FixedGridSolver))
 
 
 def method_order(method: str) -> int:

@@ -187,4 +187,5 @@ def test_fixed_grid_perturb_never_evaluates_on_grid_points():
 
 
 def test_all_methods_are_registered_once():
-    assert len(SOLVERS) == len(set(SOLVERS)) == 23
+    assert len(SOLVERS) == len(set(SOLVERS)) == 24
+    assert SOLVERS["fixed_adams"] is SOLVERS["implicit_adams"]  # torchdiffeq's older name

@@ -21,7 +21,7 @@ from neuralode import (
     odeint_adjoint,
 )
 
-from .conftest import ALL_FIXED_METHODS, FIXED_METHODS
+from .conftest import ALL_FIXED_METHODS, FIXED_METHODS, METHODS
 
 NAN = float("nan")
 F64 = torch.float64
@@ -537,7 +537,7 @@ def test_nan_derivative_mid_solve_raises_non_finite_state_error_with_the_time(so
     assert repr(info.value.t) in str(info.value)
 
 
-@pytest.mark.parametrize("method", sorted(SOLVERS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_nan_derivative_mid_solve_is_never_returned_silently(method):
     options = {"step_size": 0.1} if method in ALL_FIXED_METHODS else None
     f = CountingFunc(nan_after_half)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from neuralode import SOLVERS, ODEBlock, SolverCounts, SolveStats, odeint, odeint_adjoint
+from neuralode import ODEBlock, SolverCounts, SolveStats, odeint, odeint_adjoint
 
-from .conftest import ALL_FIXED_METHODS, IMPLICIT_METHODS
+from .conftest import ALL_FIXED_METHODS, IMPLICIT_METHODS, METHODS
 
-ALL_METHODS = sorted(m for m in SOLVERS if m != "scipy_solver")
+ALL_METHODS = sorted(m for m in METHODS if m != "scipy_solver")
 FIXED_METHODS = ALL_FIXED_METHODS
 F64 = torch.float64
 TOL = {"rtol": 1e-5, "atol": 1e-7}

@@ -42,6 +42,7 @@ SOLVERS: dict[str, type[Solver]] = {
     "dopri8": Dopri8,
     "explicit_adams": ExplicitAdams,
     "implicit_adams": ImplicitAdams,
+    "fixed_adams": ImplicitAdams,  # torchdiffeq's older name for implicit_adams
     "implicit_euler": ImplicitEuler,
     "implicit_midpoint": ImplicitMidpoint,
     "trapezoid": Trapezoid,
@@ -54,8 +55,10 @@ SOLVERS: dict[str, type[Solver]] = {
     "scipy_solver": ScipySolver,
 }
 DEFAULT_METHOD = "dopri5"
+ALIASES = {"fixed_adams": "implicit_adams"}  # names kept for compatibility; tests skip them
 
 __all__ = [
+    "ALIASES",
     "DEFAULT_METHOD",
     "SOLVERS",
     "AdamsSolver",
