@@ -107,7 +107,7 @@ def test_scipy_failure_raises_solver_error_naming_the_time():
 
 def test_min_and_max_step_are_passed_to_scipy():
     stats = SolveStats()
-    options = {"solver": "LSODA", "max_step": 0.01, "min_step": 1e-6}
+    options = {"solver": "LSODA", "max_step": 0.01, "min_step": 1e-6, "first_step": 1e-3}
     odeint(lambda t, y: -y, torch.ones(1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-3,
            method="scipy_solver", options=options, stats=stats)  # fmt: skip
     assert stats.forward.n_steps >= 100

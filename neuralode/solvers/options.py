@@ -211,11 +211,13 @@ class ScipyOptions(_Options):
         solver: the SciPy method, one of RK45, RK23, DOP853, Radau, BDF, LSODA.
         min_step: smallest step (LSODA only: SciPy's other methods have no such option).
         max_step: largest step.
+        first_step: initial step (default: SciPy's selection).
     """
 
     solver: str = "LSODA"
     min_step: float = 0.0
     max_step: float = math.inf
+    first_step: float | None = None
 
     def validate(self, arg: str) -> None:
         if self.solver not in SCIPY_SOLVERS:
@@ -225,6 +227,7 @@ class ScipyOptions(_Options):
         _positive(self.min_step, "min_step", arg, allow_zero=True)
         if not (isinstance(self.max_step, int | float) and self.max_step > 0):
             raise ValueError(f"{arg}['max_step'] must be a number > 0, got {self.max_step!r}")
+        _positive(self.first_step, "first_step", arg, allow_none=True)
         if self.min_step > 0 and self.solver != "LSODA":
             raise ValueError(
                 f"{arg}['min_step'] is only used by solver='LSODA' (SciPy's other methods lack it)"

@@ -60,6 +60,8 @@ class ScipySolver(Solver):
         kwargs: dict = {"rtol": problem.rtol, "atol": problem.atol, "max_step": opts.max_step}
         if opts.solver == "LSODA":
             kwargs["min_step"] = opts.min_step
+        if opts.first_step is not None:
+            kwargs["first_step"] = opts.first_step
         if opts.solver in ("Radau", "BDF", "LSODA") and y0.numel() > _MAX_STIFF_SIZE:
             n = y0.numel()
             raise ValueError(
