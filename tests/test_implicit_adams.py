@@ -166,3 +166,26 @@ def test_implicit_method_refuses_a_state_too_large_for_dense_newton():
     with pytest.raises(ValueError, match=r"dense Newton system of 3 x 4096 rows .* use an explicit method"):
         odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=F64), method="radauIIA5",
                options={"step_size": 0.5})  # fmt: skip
+
+
+def test_jacobian_falls_back_to_rows_when_func_has_no_batching_rule():
+    backward_calls = []
+
+    class Cube(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x**3
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            backward_calls.append(1)
+            return g * 3 * x**2 * (g.sum().item() ** 0)  # .item() on g cannot run under vmap
+
+    y0, t = torch.tensor([0.5, 0.2], dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    options = {"step_size": 0.1}
+    ys = odeint(lambda t, y: -Cube.apply(y), y0, t, method="radauIIA5", options=options)
+    expected = odeint(lambda t, y: -(y**3), y0, t, method="radauIIA5", options=options)
+    torch.testing.assert_close(ys, expected)
+    assert len(backward_calls) >= 2 * 10  # one backward per Jacobian row, every step
