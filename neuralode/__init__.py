@@ -5,9 +5,11 @@ Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statisti
 
 from .adjoint import odeint_adjoint as odeint_adjoint
 from .errors import MaxStepsExceededError as MaxStepsExceededError
+from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
 from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
+from .event_api import odeint_event as odeint_event
 from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
 from .solvers import SOLVERS as SOLVERS
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SOLVERS",
     "MaxStepsExceededError",
+    "NewtonConvergenceError",
     "NonFiniteStateError",
     "ODEBlock",
     "SolveStats",
@@ -26,4 +29,5 @@ __all__ = [
     "StepSizeUnderflowError",
     "odeint",
     "odeint_adjoint",
+    "odeint_event",
 ]

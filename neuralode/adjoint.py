@@ -15,9 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .callbacks import StepCallbacks, make_callbacks
 from .checks import check_tolerance, make_solver, prepare
+from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .solvers import FlatProblem, Solver
+from .solvers.fixed_grid import check_grid
 from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
 
@@ -35,6 +38,8 @@ class _AdjointSetup:
     atol: float
     norm: Callable | str | None
     stats: SolveStats | None
+    callbacks: StepCallbacks | None = None
+    precomputed: Tensor | None = None  # the forward solution, when an event search already found it
 
 
 def odeint_adjoint(
@@ -98,11 +103,36 @@ def odeint_adjoint(
         atol=prepared.problem.atol if adjoint_atol is None else check_tolerance(adjoint_atol, "adjoint_atol"),
         norm=getattr(solver.options, "norm", None),
         stats=stats,
+        callbacks=make_callbacks(
+            func,
+            _augmented_unflatten(prepared.layout, params),
+            solver.supported_callbacks,
+            adjoint_method or method or "dopri5",
+            prepared.layout.dtype,
+            suffix="_adjoint",
+        ),
     )
+    if prepared.event is not None:
+        return _adjoint_until_event(setup, prepared, t, params, counts)
     ys = _OdeintAdjoint.apply(setup, prepared.problem.y0, t, *params)
     if stats is not None:
         stats.forward = counts
     return prepared.layout.unflatten(ys)
+
+
+def _adjoint_until_event(setup: _AdjointSetup, prepared, t: Tensor, params: tuple[Tensor, ...], counts):
+    """Find the event without a graph, then treat [t0, event_t] as an ordinary adjoint solve."""
+    problem = prepared.problem
+    with torch.no_grad():
+        tau, y_tau, k = prepared.solver.integrate_until_event(problem, prepared.event)
+    setup.forward_problem = dataclasses.replace(problem, times=[problem.times[0], tau])
+    setup.precomputed = torch.stack([problem.y0.detach(), y_tau])
+    t_pair = torch.stack([t[0], torch.tensor(tau, dtype=t.dtype, device=t.device)])
+    ys = _OdeintAdjoint.apply(setup, problem.y0, t_pair, *params)
+    tau_t, y_out = attach_event_gradient(problem.func, prepared.event, tau, ys[-1], k)
+    if setup.stats is not None:
+        setup.stats.forward = counts
+    return tau_t.to(t.dtype), prepared.layout.unflatten(torch.stack([ys[0], y_out]))
 
 
 class _OdeintAdjoint(torch.autograd.Function):
@@ -110,7 +140,9 @@ class _OdeintAdjoint(torch.autograd.Function):
     def forward(ctx, setup: _AdjointSetup, y0: Tensor, t: Tensor, *params: Tensor) -> Tensor:
         problem = setup.forward_problem
         with torch.no_grad():
-            if len(problem.times) == 1:
+            if setup.precomputed is not None:
+                ys = setup.precomputed
+            elif len(problem.times) == 1:
                 ys = y0.unsqueeze(0).clone()
             else:
                 ys = setup.forward_solver.integrate(dataclasses.replace(problem, y0=y0))
@@ -149,6 +181,13 @@ def _backward_solve(
     dynamics = _augmented_dynamics(func, params, n, need_t, dtype)
     norm = _adjoint_norm(setup.norm, segments, ys, params, need_t)
 
+    # with options["perturb"], f at an output time is taken from inside the forward interval ending there
+    side = (
+        (1.0 if times[-1] > times[0] else -1.0)
+        if getattr(setup.forward_solver.options, "perturb", False)
+        else 0.0
+    )
+    grids = _backward_grids(setup, ys, t)
     a = grad_ys[-1].clone()
     a_params = torch.zeros(n_params, dtype=dtype, device=device)
     a_t = torch.zeros(1, dtype=dtype, device=device)
@@ -156,7 +195,7 @@ def _backward_solve(
     for i in range(len(times) - 1, 0, -1):
         if need_t:  # dL/dt_i = <dL/dy_i, f(t_i, y_i)>; it also enters the running a_t
             with torch.no_grad():
-                d_ti = torch.dot(func(times[i], ys[i]), grad_ys[i])
+                d_ti = torch.dot(func(times[i], ys[i], -side), grad_ys[i])
             grad_t[i] = d_ti
             a_t = a_t - d_ti
         aug = torch.cat([ys[i], a, a_params, *((a_t,) if need_t else ())])
@@ -171,6 +210,8 @@ def _backward_solve(
             user_func=dynamics,
             user_y0=aug,
             t_tensor=torch.tensor([times[i], times[i - 1]], dtype=t.dtype),
+            callbacks=setup.callbacks,
+            grid=None if grids is None else grids[i - 1],
         )
         with torch.no_grad():
             aug = setup.solver.integrate(problem)[-1]
@@ -183,6 +224,44 @@ def _backward_solve(
         grad_t = grad_t.to(t.dtype)
     grad_params = [g.view_as(p).to(p.dtype) for g, p in zip(a_params.split(param_sizes), params, strict=True)]
     return a, grad_t, grad_params
+
+
+def _backward_grids(setup: _AdjointSetup, ys: Tensor, t: Tensor) -> list[list[float]] | None:
+    """For a backward ``grid_constructor``: call it once with the reversed times (and the user's func
+    and final state), then cut the grid at the output times: interval i runs from t[i+1] to t[i]."""
+    constructor = getattr(setup.solver.options, "grid_constructor", None)
+    if constructor is None:
+        return None
+    times = setup.forward_problem.times
+    reversed_t = torch.tensor(times[::-1], dtype=t.dtype, device=t.device)
+    grid = constructor(setup.user_func, setup.layout.unflatten(ys[-1]), reversed_t)
+    what = "adjoint_options['grid_constructor'] (called with the reversed t)"
+    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
+        raise ValueError(f"{what} must return a 1-D tensor with at least 2 times")
+    values = grid.detach().cpu().double().tolist()
+    check_grid(values, times[-1], times[0], what)
+    direction = 1.0 if times[0] > times[-1] else -1.0  # of the backward solve
+    pieces = []
+    for i in range(len(times) - 1):
+        start, end = times[i + 1], times[i]
+        inside = [v for v in values if 0 < direction * (v - start) < direction * (end - start)]
+        pieces.append([start, *inside, end])
+    return pieces
+
+
+def _augmented_unflatten(layout: StateLayout, params: tuple[Tensor, ...]) -> Callable[[Tensor], tuple]:
+    """The backward solve's flat state -> (y, dL/dy, *dL/dparams) for the ``*_adjoint`` callbacks."""
+    n = layout.size
+
+    def unflatten(aug: Tensor) -> tuple:
+        y, a = layout.unflatten(aug[:n]), layout.unflatten(aug[n : 2 * n])
+        rest, out = aug[2 * n :], []
+        for p in params:
+            out.append(rest[: p.numel()].view_as(p))
+            rest = rest[p.numel() :]
+        return (y, a, *out)
+
+    return unflatten
 
 
 def _augmented_dynamics(

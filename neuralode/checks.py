@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .callbacks import make_callbacks
+from .events import EventFunction
 from .norms import RMSNorm, UserNorm
 from .solvers import DEFAULT_METHOD, SOLVERS, FlatProblem, Solver
 from .state import FlatFunc, StateLayout, UserState
@@ -97,6 +99,7 @@ class PreparedSolve:
     solver: Solver
     problem: FlatProblem
     layout: StateLayout
+    event: EventFunction | None = None
 
 
 def prepare(
@@ -116,10 +119,22 @@ def prepare(
     times = check_t(t)
     rtol_f, atol_f = check_tolerance(rtol, "rtol"), check_tolerance(atol, "atol")
     solver = make_solver(method, options)
+    event = None
     if event_fn is not None:
-        raise NotImplementedError(
-            "event_fn is not supported yet: event handling is tracked in the 'drop-in completeness' issue"
-        )
+        if not callable(event_fn):
+            raise TypeError(
+                f"event_fn must be callable as event_fn(t, y) -> tensor, got {type(event_fn).__name__}"
+            )
+        if len(times) > 2:
+            raise ValueError(
+                f"with event_fn, t must be [t0] or [t0, t1] (t1 only gives the direction), got {len(times)} "
+                "times: the solve ends at the event"
+            )
+        if not hasattr(solver, "integrate_until_event"):
+            raise ValueError(f"method={method!r} does not support event_fn")
+        if len(times) == 1:
+            times = [times[0], times[0] + 1.0]
+        event = EventFunction(event_fn, layout)
     problem = FlatProblem(
         func=FlatFunc(func, layout, counts),
         y0=layout.flatten(y0),
@@ -131,5 +146,8 @@ def prepare(
         user_func=func,
         user_y0=y0,
         t_tensor=t,
+        callbacks=make_callbacks(
+            func, layout.unflatten, solver.supported_callbacks, method or DEFAULT_METHOD, layout.dtype
+        ),
     )
-    return PreparedSolve(solver, problem, layout)
+    return PreparedSolve(solver, problem, layout, event)

@@ -29,3 +29,7 @@ class StepSizeUnderflowError(SolverError):
 
 class NonFiniteStateError(SolverError):
     """The state or its derivative became NaN or infinite."""
+
+
+class NewtonConvergenceError(SolverError):
+    """Newton's method did not solve an implicit method's stage equations within ``max_iters``."""

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .checks import prepare
+from .events import attach_event_gradient
 from .state import UserState
 from .stats import SolverCounts, SolveStats
 
@@ -38,11 +39,14 @@ def odeint(
         rtol, atol: relative and absolute tolerance of adaptive methods.
         method: a name from ``neuralode.SOLVERS``; None means "dopri5".
         options: method options (see ``AdaptiveOptions``/``FixedGridOptions``); unknown keys raise.
-        event_fn: not supported yet (raises NotImplementedError).
+        event_fn: ``event_fn(t, y) -> tensor``: integrate until any of its entries changes sign; then
+            ``t`` is ``[t0]`` or ``[t0, t1]`` (t1 only gives the direction) and the return value is
+            ``(event_t, solution)`` with solution ``[y0, y(event_t)]``; gradients flow through event_t.
         stats: a :class:`SolveStats` whose ``forward`` counts are set by this call.
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.
+        With ``event_fn``: ``(event_t, solution)``, solution of shape ``(2, *y0.shape)``.
 
     Raises:
         TypeError, ValueError: bad arguments, before any work.
@@ -54,6 +58,17 @@ def odeint(
     prepared = prepare(func, y0, t, rtol, atol, method, options, event_fn, counts)
     problem, layout = prepared.problem, prepared.layout
     y0_flat = problem.y0
+    if prepared.event is not None:
+        if t.requires_grad and torch.is_grad_enabled():  # t0 enters as a perturbation of y0 (see below)
+            with torch.no_grad():
+                f_start = problem.func(problem.times[0], y0_flat)
+            shift = (t[0] - t[0].detach()).to(y0_flat.dtype)
+            problem = dataclasses.replace(problem, y0=y0_flat - shift * f_start)
+        tau, y_tau, k = prepared.solver.integrate_until_event(problem, prepared.event)
+        tau_t, y_out = attach_event_gradient(problem.func, prepared.event, tau, y_tau, k)
+        if stats is not None:
+            stats.forward = counts
+        return tau_t.to(t.dtype), layout.unflatten(torch.stack([y0_flat, y_out]))
     if len(problem.times) == 1:
         ys = y0_flat.unsqueeze(0)
     elif t.requires_grad and torch.is_grad_enabled():
@@ -76,11 +91,17 @@ def _solve_with_time_gradient(prepared, t: Tensor) -> Tensor:
     func, times, y0 = problem.func, problem.times, problem.y0
     dtype = y0.dtype
     with torch.no_grad():
-        f_start = func(times[0], y0)
+        # with options["perturb"], f is taken from inside the solve's span, never at the output time
+        side = (
+            (1.0 if times[-1] > times[0] else -1.0)
+            if getattr(prepared.solver.options, "perturb", False)
+            else 0.0
+        )
+        f_start = func(times[0], y0, side)
     shift = (t - t.detach()).to(dtype)  # zero, with gradient 1 with respect to t
     y0_moved = y0 - shift[0] * f_start
     problem_moved = dataclasses.replace(problem, y0=y0_moved)
     ys = prepared.solver.integrate(problem_moved)
     with torch.no_grad():
-        f_out = torch.stack([func(times[i], ys[i]) for i in range(1, len(times))])
+        f_out = torch.stack([func(times[i], ys[i], -side) for i in range(1, len(times))])
     return torch.cat([y0.unsqueeze(0), ys[1:] + shift[1:, None] * f_out])

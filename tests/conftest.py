@@ -2,9 +2,26 @@ import pytest
 import torch
 
 from neuralode import SOLVERS
+from neuralode.solvers import ALIASES, AdamsSolver, AdaptiveRKSolver, FixedGridSolver, ImplicitRKSolver
 
-ADAPTIVE_METHODS = sorted(m for m, cls in SOLVERS.items() if cls.tableau.adaptive)
-FIXED_METHODS = sorted(m for m, cls in SOLVERS.items() if not cls.tableau.adaptive)
+# Every registered name except aliases (an alias runs the same class as its target).
+METHODS = {m: cls for m, cls in SOLVERS.items() if m not in ALIASES}
+ADAPTIVE_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, AdaptiveRKSolver))
+ADAMS_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, AdamsSolver))
+IMPLICIT_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, ImplicitRKSolver))
+# Explicit Runge-Kutta on a fixed grid (tests that drive rk_step directly use these).
+FIXED_METHODS = sorted(
+    m
+    for m, cls in METHODS.items()
+    if issubclass(cls, FixedGridSolver) and m not in ADAMS_METHODS and m not in IMPLICIT_METHODS
+)
+ALL_FIXED_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, FixedGridSolver))
+
+
+def method_order(method: str) -> int:
+    """The order a method is built to have (Adams: its default max_order)."""
+    cls = SOLVERS[method]
+    return 4 if issubclass(cls, AdamsSolver) else cls.tableau.order
 
 
 @pytest.fixture(autouse=True)

@@ -187,4 +187,14 @@ def test_fixed_grid_perturb_never_evaluates_on_grid_points():
 
 
 def test_all_methods_are_registered_once():
-    assert len(SOLVERS) == len(set(SOLVERS)) == 11
+    assert len(SOLVERS) == len(set(SOLVERS)) == 24
+    assert SOLVERS["fixed_adams"] is SOLVERS["implicit_adams"]  # torchdiffeq's older name
+
+
+def test_readme_names_every_registered_method():
+    """The README's method table and the registry must not drift apart (torchdiffeq's 'adams' did)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in SOLVERS if f"`{name}`" not in readme]
+    assert not missing, f"README.md does not mention {missing}"

@@ -21,8 +21,8 @@ from neuralode import (
     odeint_adjoint,
 )
 
-ADAPTIVE_METHODS = sorted(m for m, cls in SOLVERS.items() if cls.tableau.adaptive)
-FIXED_METHODS = sorted(m for m, cls in SOLVERS.items() if not cls.tableau.adaptive)
+from .conftest import ALL_FIXED_METHODS, FIXED_METHODS, METHODS
+
 NAN = float("nan")
 F64 = torch.float64
 
@@ -296,7 +296,7 @@ def test_non_scalar_tensor_tolerance_raises_value_error_naming_it(solve, name):
 
 
 @SOLVE
-@pytest.mark.parametrize("method", FIXED_METHODS)
+@pytest.mark.parametrize("method", ALL_FIXED_METHODS)
 @pytest.mark.parametrize("options", [None, {}, {"interp": "cubic"}], ids=["none", "empty", "no-grid"])
 def test_fixed_grid_method_without_step_size_or_grid_constructor_raises(solve, method, options):
     assert_rejected_before_work(
@@ -394,10 +394,8 @@ def test_seminorm_in_forward_options_raises_and_points_to_adjoint_options(solve)
 
 
 @SOLVE
-def test_event_fn_raises_not_implemented_error(solve):
-    assert_rejected_before_work(
-        solve, NotImplementedError, r"^event_fn is not supported", event_fn=lambda t, y: y[0]
-    )
+def test_event_fn_not_callable_raises_type_error(solve):
+    assert_rejected_before_work(solve, TypeError, r"^event_fn must be callable", event_fn=0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,9 +537,9 @@ def test_nan_derivative_mid_solve_raises_non_finite_state_error_with_the_time(so
     assert repr(info.value.t) in str(info.value)
 
 
-@pytest.mark.parametrize("method", sorted(SOLVERS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_nan_derivative_mid_solve_is_never_returned_silently(method):
-    options = None if method in ADAPTIVE_METHODS else {"step_size": 0.1}
+    options = {"step_size": 0.1} if method in ALL_FIXED_METHODS else None
     f = CountingFunc(nan_after_half)
     with pytest.raises(SolverError):
         odeint(f, y0_(), t_(), method=method, options=options)
@@ -570,3 +568,13 @@ def test_fixed_grid_non_finite_state_reversed_time_names_the_output_interval():
     lo, hi = (float(x) for x in re.search(r"between t=(\S+) and t=(\S+?):", str(info.value)).groups())
     assert lo == pytest.approx(0.4) and hi == pytest.approx(0.3)
     assert info.value.t == pytest.approx(0.3)
+
+
+def test_torchdiffeq_option_names_are_accepted_as_aliases():
+    f = CountingFunc()
+    jumps = torch.tensor([0.5], dtype=F64)
+    a = odeint(f, y0_(), t_(), options={"jump_locations": jumps, "step_locations": jumps})
+    b = odeint(f, y0_(), t_(), options={"jump_t": jumps, "step_t": jumps})
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r"^options: give either 'jump_locations' or 'jump_t'"):
+        odeint(f, y0_(), t_(), options={"jump_locations": jumps, "jump_t": jumps})

@@ -70,7 +70,7 @@ BAD_INPUTS = [
     ({"options": {"dfactor": 2.0}}, ValueError, "dfactor"),
     ({"options": {"controller": "pid"}}, ValueError, r"options\['controller'\]"),
     ({"options": {"norm": "seminorm"}}, ValueError, "adjoint_options"),
-    ({"event_fn": lambda t, y: y}, NotImplementedError, "event_fn"),
+    ({"event_fn": "y[0]"}, TypeError, "event_fn"),
 ]
 
 

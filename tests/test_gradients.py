@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from neuralode import odeint, odeint_adjoint
+from neuralode import SolveStats, odeint, odeint_adjoint
 
 
 class MLPField(nn.Module):
@@ -173,3 +173,52 @@ def test_fixed_grid_adjoint_gradient_converges_to_direct():
         (a,) = torch.autograd.grad(loss_of(ys), (y0,))
         errs.append(float((a - d).norm() / d.norm()))
     assert errs[1] < errs[0] / 8  # fourth order: halving h divides the error by ~16
+
+
+# ----- the adjoint with fixed grids: the reversed grid, perturb -----
+
+
+def test_adjoint_calls_grid_constructor_once_with_the_reversed_times():
+    calls = []
+
+    def constructor(func, y0, t):
+        calls.append((t.tolist(), tuple(y0.shape)))
+        return torch.linspace(float(t[0]), float(t[-1]), 21, dtype=torch.float64)
+
+    f = torch.nn.Linear(2, 2).double()
+    field = torch.nn.Module()
+    field.lin = f
+    field.forward = lambda t, y: torch.tanh(f(y))
+    y0 = torch.tensor([[1.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 0.33, 1.0], dtype=torch.float64)
+    stats = SolveStats()
+    ys = odeint_adjoint(field, y0, t, method="rk4", options={"grid_constructor": constructor}, stats=stats)
+    ys.sum().backward()
+    # called with the user's final state, not the adjoint's augmented one
+    assert calls == [([0.0, 0.33, 1.0], (1, 2)), ([1.0, 0.33, 0.0], (1, 2))]
+    assert stats.forward.n_steps == 20
+    assert stats.backward.n_steps == 20 + 1  # the same 20 steps, one of them cut at the output time 0.33
+
+
+@pytest.mark.parametrize("method", ["rk4", "explicit_adams", "radauIIA3"])
+def test_perturb_never_evaluates_func_at_a_grid_point_forwards_or_backwards(method):
+    seen = []
+    w = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = w
+
+        def forward(self, t, y):
+            seen.append(float(t))
+            return -self.w * y * torch.sign(torch.cos(3 * t))
+
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64, requires_grad=True)
+    y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    options = {"step_size": 0.25, "perturb": True, "interp": "cubic"}
+    ys = odeint_adjoint(Field(), y0, t, method=method, options=options)
+    ys.sum().backward()
+    grid = {0.0, 0.25, 0.5, 0.75, 1.0}
+    assert seen and not grid.intersection(seen)
+    assert t.grad is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .adams import AdamsSolver, ExplicitAdams, ImplicitAdams
 from .adaptive import AdaptiveRKSolver
 from .adaptive_heun import AdaptiveHeun
 from .base import FlatProblem, Solver
@@ -11,6 +12,19 @@ from .dopri8 import Dopri8
 from .fehlberg2 import Fehlberg2
 from .fixed_grid import FixedGridSolver
 from .fixed_grid_methods import RK4, Euler, Heun2, Heun3, Midpoint
+from .implicit import ImplicitButcherTableau, ImplicitRKSolver
+from .implicit_methods import (
+    SDIRK2,
+    TRBDF2,
+    GaussLegendre4,
+    GaussLegendre6,
+    ImplicitEuler,
+    ImplicitMidpoint,
+    RadauIIA3,
+    RadauIIA5,
+    Trapezoid,
+)
+from .scipy_wrapper import ScipySolver
 from .tableau import ButcherTableau, DenseOutput
 from .tsit5 import Tsit5
 
@@ -26,16 +40,34 @@ SOLVERS: dict[str, type[Solver]] = {
     "dopri5": Dopri5,
     "tsit5": Tsit5,
     "dopri8": Dopri8,
+    "explicit_adams": ExplicitAdams,
+    "implicit_adams": ImplicitAdams,
+    "fixed_adams": ImplicitAdams,  # torchdiffeq's older name for implicit_adams
+    "implicit_euler": ImplicitEuler,
+    "implicit_midpoint": ImplicitMidpoint,
+    "trapezoid": Trapezoid,
+    "radauIIA3": RadauIIA3,
+    "radauIIA5": RadauIIA5,
+    "gl4": GaussLegendre4,
+    "gl6": GaussLegendre6,
+    "sdirk2": SDIRK2,
+    "trbdf2": TRBDF2,
+    "scipy_solver": ScipySolver,
 }
 DEFAULT_METHOD = "dopri5"
+ALIASES = {"fixed_adams": "implicit_adams"}  # names kept for compatibility; tests skip them
 
 __all__ = [
+    "ALIASES",
     "DEFAULT_METHOD",
     "SOLVERS",
+    "AdamsSolver",
     "AdaptiveRKSolver",
     "ButcherTableau",
     "DenseOutput",
     "FixedGridSolver",
     "FlatProblem",
+    "ImplicitButcherTableau",
+    "ImplicitRKSolver",
     "Solver",
 ]

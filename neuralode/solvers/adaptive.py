@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from ..events import bisect
 from .base import FlatProblem, Solver
 from .options import AdaptiveOptions
 from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
@@ -37,16 +38,38 @@ class AdaptiveRKSolver(Solver):
     """Engine for every embedded explicit Runge-Kutta tableau."""
 
     options_class: ClassVar[type] = AdaptiveOptions
+    supported_callbacks: ClassVar[tuple[str, ...]] = (
+        "callback_step",
+        "callback_accept_step",
+        "callback_reject_step",
+    )
+    implicit: ClassVar[bool] = False
+
+    @property
+    def order(self) -> int:
+        return self.tableau.order
 
     def integrate(self, problem: FlatProblem) -> Tensor:
+        return self._run(problem, None)
+
+    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+        """Step (without end) in the direction of times[0] -> times[1] until ``event`` crosses zero;
+        return the event time, the state there (dense output) and the crossing component."""
+        return self._run(problem, event)
+
+    def _run(self, problem: FlatProblem, event):
         opts: AdaptiveOptions = self.options
-        func, times, counts = problem.func, problem.times, problem.counts
+        func, times, counts, callbacks = problem.func, problem.times, problem.counts, problem.callbacks
         y = problem.y0
         dtab = DeviceTableau(self.tableau, y.dtype, y.device)
         rtol, atol, norm = problem.rtol, problem.atol, problem.norm
         homogeneous = getattr(norm, "homogeneous", False)
         t, t_end = times[0], times[-1]
         direction = 1.0 if t_end > t else -1.0
+        if event is not None:  # no end time: the event ends the solve
+            t_end = direction * math.inf
+            times = [t, t_end]
+            event.start(t, y)
         k = self.tableau.embedded_order + 1
         controller_class = PIController if opts.controller == "pi" else IntegralController
         controller = controller_class(k, opts.safety, opts.ifactor, opts.dfactor)
@@ -98,12 +121,16 @@ class AdaptiveRKSolver(Solver):
                 )
             attempts += 1
             counts.n_steps += 1
+            if callbacks is not None and callbacks.step is not None:
+                callbacks.step(t, y, dt)
 
             K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
             ratio = self._error_ratio(dtab, K, y_abs, y1, abs(dt), rtol, atol, norm, homogeneous)
 
             if not math.isfinite(ratio):
                 counts.n_rejected += 1
+                if callbacks is not None and callbacks.reject is not None:
+                    callbacks.reject(t, y, dt)
                 nonfinite += 1
                 last_rejection_nonfinite = True
                 if nonfinite > _MAX_NONFINITE_RETRIES:
@@ -120,6 +147,8 @@ class AdaptiveRKSolver(Solver):
             accepted = ratio <= 1.0 or abs(dt) <= opts.min_step
             if not accepted:
                 counts.n_rejected += 1
+                if callbacks is not None and callbacks.reject is not None:
+                    callbacks.reject(t, y, dt)
                 last_rejection_nonfinite = False
                 f0 = K[0] if buffer is not None else f0  # the buffer row stays valid for a retry
                 h = controller.next_step(abs(dt), ratio, accepted=False)
@@ -133,8 +162,15 @@ class AdaptiveRKSolver(Solver):
                 continue
 
             counts.n_accepted += 1
+            if callbacks is not None and callbacks.accept is not None:
+                callbacks.accept(t, y, dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
             f1 = K[-1] if dtab.fsal else func(t1, y1)
+            if event is not None and event.crossed(t1, y1):
+                ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
+                interp = _interpolant(dtab, y, ext, t, dt, t1, y1)
+                tau, k = bisect(event, interp, t, t1)
+                return tau, interp(tau), k
             if next_out < n_out and direction * (times[next_out] - t1) <= 0:
                 next_out = self._emit(func, dtab, t, dt, t1, y, y1, K, f1, buffer, times, next_out, outputs)
             if hit_stop is not None:
@@ -191,3 +227,14 @@ class AdaptiveRKSolver(Solver):
         values = dense_eval(dtab, y, ext, dt, thetas)
         outputs.extend(y1 if is_exact else row for row, is_exact in zip(values.unbind(0), exact, strict=True))
         return next_out
+
+
+def _interpolant(dtab: DeviceTableau, y: Tensor, ext: Tensor, t: float, dt: float, t1: float, y1: Tensor):
+    """The dense output of one accepted step as a function of time."""
+
+    def interp(tau: float) -> Tensor:
+        if tau == t1:
+            return y1
+        return dense_eval(dtab, y, ext, dt, [(tau - t) / dt])[0]
+
+    return interp

@@ -24,6 +24,8 @@ class FlatProblem:
         norm: maps the scaled error (N,) to a 0-dim tensor.
         counts: where steps are counted (func counts its own evaluations).
         user_func, user_y0: the user's func and y0, for a ``grid_constructor``.
+        callbacks: the user's step callbacks on the flat state (None: none defined).
+        grid: a fixed grid to use instead of calling the ``grid_constructor`` (the adjoint's slices).
     """
 
     func: Callable[[float, Tensor], Tensor]
@@ -36,6 +38,8 @@ class FlatProblem:
     user_func: Callable | None = None
     user_y0: Any = None
     t_tensor: Tensor | None = None
+    callbacks: Any = None
+    grid: list[float] | None = None
 
 
 class Solver:
@@ -43,6 +47,7 @@ class Solver:
 
     tableau: ClassVar[ButcherTableau]
     options_class: ClassVar[type]
+    supported_callbacks: ClassVar[tuple[str, ...]] = ()  # step callbacks this engine can honour
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -1,18 +1,29 @@
-"""The fixed-grid engine: step a tableau over a grid, fill output times by interpolation."""
+"""The fixed-grid engine: step a method over a grid, fill output times by interpolation.
+
+The loop (grid, callbacks, step counts, output interpolation, event location) is shared; a method
+supplies ``start`` (per-solve state) and ``step`` (one step). Explicit Runge-Kutta is the default
+step; the implicit Runge-Kutta and Adams engines override it.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import ClassVar
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ..errors import NonFiniteStateError
+from ..errors import MaxStepsExceededError, NonFiniteStateError
+from ..events import bisect
 from .base import FlatProblem, Solver
 from .options import FixedGridOptions
 from .runge_kutta import DeviceTableau, rk_step, stage_buffer
+
+# An event search on a fixed grid has no end time; this bounds it.
+MAX_EVENT_STEPS = 1_000_000
 
 
 def uniform_grid(t0: float, t_end: float, step: float) -> list[float]:
@@ -23,71 +34,158 @@ def uniform_grid(t0: float, t_end: float, step: float) -> list[float]:
     return [t0 + direction * step * i for i in range(n)] + [t_end]
 
 
-def _custom_grid(problem: FlatProblem, constructor) -> list[float]:
-    grid = constructor(problem.user_func, problem.user_y0, problem.t_tensor)
-    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
-        raise ValueError("options['grid_constructor'] must return a 1-D tensor with at least 2 times")
-    values = grid.detach().cpu().double().tolist()
-    t0, t_end = problem.times[0], problem.times[-1]
+def check_grid(
+    values: list[float], t0: float, t_end: float, what: str = "options['grid_constructor']"
+) -> None:
+    """A grid must run strictly monotonically from t0 to t_end."""
     if values[0] != t0 or values[-1] != t_end:
         raise ValueError(
-            f"options['grid_constructor'] returned a grid from {values[0]} to {values[-1]}; "
+            f"{what} returned a grid from {values[0]} to {values[-1]}; "
             f"it must start at t[0]={t0} and end at t[-1]={t_end}"
         )
     direction = 1.0 if t_end > t0 else -1.0
     if any(direction * (b - a) <= 0 for a, b in itertools.pairwise(values)):
-        raise ValueError(
-            "options['grid_constructor'] must return a strictly monotone grid in the direction of t"
-        )
+        raise ValueError(f"{what} must return a strictly monotone grid in the direction of t")
+
+
+def _custom_grid(problem: FlatProblem, constructor) -> list[float]:
+    if problem.grid is not None:  # the adjoint passes the slice of a grid built once for the whole solve
+        return problem.grid
+    grid = constructor(problem.user_func, problem.user_y0, problem.t_tensor)
+    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
+        raise ValueError("options['grid_constructor'] must return a 1-D tensor with at least 2 times")
+    values = grid.detach().cpu().double().tolist()
+    check_grid(values, problem.times[0], problem.times[-1])
     return values
 
 
+@dataclass
+class GridStep:
+    """One step of the march, handed to the consumer (outputs or event search)."""
+
+    t0: float
+    t1: float
+    y0: Tensor
+    y1: Tensor
+    f0: Tensor | None  # f(t0, y0) if the method computed it
+    f1: Tensor | None = None  # set by the consumer if it evaluated f(t1, y1), reused by the next step
+
+
 class FixedGridSolver(Solver):
-    """Engine for fixed-grid explicit Runge-Kutta methods."""
+    """Engine for fixed-grid methods; by default steps an explicit Runge-Kutta tableau."""
 
     options_class: ClassVar[type] = FixedGridOptions
+    supported_callbacks: ClassVar[tuple[str, ...]] = ("callback_step",)
+    implicit: ClassVar[bool] = False
 
-    def integrate(self, problem: FlatProblem) -> Tensor:
-        opts: FixedGridOptions = self.options
-        func, times, counts = problem.func, problem.times, problem.counts
-        if opts.grid_constructor is not None:
-            grid = _custom_grid(problem, opts.grid_constructor)
-        else:
-            grid = uniform_grid(times[0], times[-1], opts.step_size)
+    @property
+    def order(self) -> int:
+        return self.tableau.order
+
+    # ----- the method: per-solve state and one step -----
+    def start(self, problem: FlatProblem) -> Any:
         y = problem.y0
         dtab = DeviceTableau(self.tableau, y.dtype, y.device)
-        buffer = stage_buffer(dtab, y)
-        cubic, perturb = opts.interp == "cubic", opts.perturb
-        direction = 1.0 if times[-1] > times[0] else -1.0
-        outputs: list[Tensor] = [y]
-        next_out = 1
-        f0 = None
+        return dtab, stage_buffer(dtab, y)
+
+    def step(
+        self, ctx: Any, problem: FlatProblem, t: float, dt: float, y: Tensor, f0: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """One step of size dt from (t, y); returns (y1, f(t, y) if it was evaluated)."""
+        dtab, buffer = ctx
+        perturb = self.options.perturb
+        if f0 is None:
+            f0 = problem.func(t, y, (1.0 if dt > 0 else -1.0) if perturb else 0.0)
+        K, y1 = rk_step(problem.func, dtab, t, dt, y, f0, buffer, perturb, perturb)
+        return y1, K[0]
+
+    # ----- the shared loop -----
+    def march(self, problem: FlatProblem, grid: Iterable[float]) -> Iterator[GridStep]:
+        """Step along ``grid``, yielding each step; counts steps and calls step callbacks."""
+        ctx = self.start(problem)
+        callbacks, counts = problem.callbacks, problem.counts
+        y, f0 = problem.y0, None
         for g0, g1 in itertools.pairwise(grid):
             dt = g1 - g0
-            if f0 is None:
-                f0 = func(g0, y, direction if perturb else 0.0)
-            K, y1 = rk_step(func, dtab, g0, dt, y, f0, buffer, perturb, perturb)
+            if callbacks is not None and callbacks.step is not None:
+                callbacks.step(g0, y, dt)
+            y1, f0 = self.step(ctx, problem, g0, dt, y, f0)
             counts.n_steps += 1
             counts.n_accepted += 1
-            f1 = None
-            while next_out < len(times) and direction * (times[next_out] - g1) <= 0:
-                theta = (times[next_out] - g0) / dt
-                if theta == 1.0:
-                    outputs.append(y1)
-                elif not cubic:
-                    outputs.append(torch.lerp(y, y1, theta))
-                else:
-                    if f1 is None:
-                        f1 = func(g1, y1, -direction if perturb else 0.0)
-                    outputs.append(_hermite(y, y1, K[0], f1, dt, theta))
+            record = GridStep(g0, g1, y, y1, f0)
+            yield record
+            y = y1
+            f0 = None if self.options.perturb else record.f1
+
+    def grid(self, problem: FlatProblem) -> list[float]:
+        opts: FixedGridOptions = self.options
+        if opts.grid_constructor is not None:
+            return _custom_grid(problem, opts.grid_constructor)
+        return uniform_grid(problem.times[0], problem.times[-1], opts.step_size)
+
+    def interpolate(self, problem: FlatProblem, step: GridStep, t: float) -> Tensor:
+        """y at time t inside the step: linear, or cubic Hermite from f at both ends."""
+        dt = step.t1 - step.t0
+        theta = (t - step.t0) / dt
+        if theta == 1.0:
+            return step.y1
+        if self.options.interp != "cubic":
+            return torch.lerp(step.y0, step.y1, theta)
+        inward = 1.0 if dt > 0 else -1.0
+        perturb = self.options.perturb
+        if step.f0 is None:
+            step.f0 = problem.func(step.t0, step.y0, inward if perturb else 0.0)
+        if step.f1 is None:
+            step.f1 = problem.func(step.t1, step.y1, -inward if perturb else 0.0)
+        return hermite(step.y0, step.y1, step.f0, step.f1, dt, theta)
+
+    def integrate(self, problem: FlatProblem) -> Tensor:
+        times = problem.times
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        outputs: list[Tensor] = [problem.y0]
+        next_out = 1
+        for step in self.march(problem, self.grid(problem)):
+            while next_out < len(times) and direction * (times[next_out] - step.t1) <= 0:
+                outputs.append(self.interpolate(problem, step, times[next_out]))
                 next_out += 1
-            y, f0 = y1, (None if perturb else f1)
         result = torch.stack(outputs)
         _check_finite(result, times)
         return result
 
+    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+        """Step an unbounded uniform grid until ``event`` crosses zero; locate it on the interpolant."""
+        times = problem.times
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        event.start(times[0], problem.y0)
+        for step in self.march(problem, self.event_grid(problem, direction)):
+            if event.crossed(step.t1, step.y1):
+                f0 = step.f0
+                tau, k = bisect(event, lambda s, st=step: self.interpolate(problem, st, s), step.t0, step.t1)
+                step.f0, step.f1 = f0, None  # the bisection's evaluations carry no graph
+                y_tau = self.interpolate(problem, step, tau)
+                if not bool(torch.isfinite(y_tau).all()):
+                    _check_finite(torch.stack([problem.y0, y_tau]), [times[0], tau])
+                return tau, y_tau, k
+        raise AssertionError("unreachable: event_grid raises when exhausted")  # pragma: no cover
 
-def _hermite(y0: Tensor, y1: Tensor, f0: Tensor, f1: Tensor, dt: float, theta: float) -> Tensor:
+    def event_grid(self, problem: FlatProblem, direction: float) -> Iterator[float]:
+        """An unbounded uniform grid from t0 for an event search."""
+        if self.options.step_size is None:
+            raise ValueError(
+                "event_fn with a fixed-grid method needs options={'step_size': h}: a grid_constructor "
+                "cannot know where the event is"
+            )
+        t0, h = problem.times[0], self.options.step_size
+        for i in range(MAX_EVENT_STEPS + 1):
+            yield t0 + direction * h * i
+        raise MaxStepsExceededError(
+            f"no event within {MAX_EVENT_STEPS} steps of size {h} from t={t0!r}: check event_fn's sign "
+            "change and the direction of t",
+            t0 + direction * h * MAX_EVENT_STEPS,
+        )
+
+
+def hermite(y0: Tensor, y1: Tensor, f0: Tensor, f1: Tensor, dt: float, theta: float) -> Tensor:
     """Cubic Hermite interpolation through (y0, f0) and (y1, f1) at fraction theta of the step."""
     t2, t3 = theta * theta, theta**3
     w = torch.tensor(

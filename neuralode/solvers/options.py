@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor
@@ -20,6 +20,17 @@ class _Options:
         options = {} if options is None else options
         if not isinstance(options, Mapping):
             raise TypeError(f"{arg} must be a dict of solver options, got {type(options).__name__}")
+        aliases: dict[str, str] = getattr(cls, "ALIASES", {})
+        if any(key in aliases for key in options):
+            renamed = dict(options)
+            for alias, name in aliases.items():
+                if alias in renamed:
+                    if name in renamed:
+                        raise ValueError(
+                            f"{arg}: give either {alias!r} or {name!r} (the same option), not both"
+                        )
+                    renamed[name] = renamed.pop(alias)
+            options = renamed
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(options) - set(valid))
         if unknown:
@@ -97,8 +108,9 @@ class AdaptiveOptions(_Options):
             smoother step sequences when the step size is limited by stability).
         norm: callable on the scaled error in the user's structure, or "rms" (default: RMS per
             tensor, max over tensors); "seminorm" only in ``adjoint_options``.
-        jump_t: times of discontinuities in func: steps end there and the derivative is re-evaluated.
-        step_t: times the solver must step to exactly.
+        jump_t: times of discontinuities in func: steps end there and the derivative is re-evaluated
+            (torchdiffeq's ``jump_locations`` is accepted as an alias).
+        step_t: times the solver must step to exactly (alias ``step_locations``).
         dtype: dtype of time values put on the device (float64 default; float32 where unsupported).
             Step-size arithmetic itself runs on the host in double precision.
     """
@@ -115,6 +127,8 @@ class AdaptiveOptions(_Options):
     jump_t: Tensor | None = None
     step_t: Tensor | None = None
     dtype: torch.dtype = torch.float64
+    # torchdiffeq's names for the same options
+    ALIASES: ClassVar[dict[str, str]] = {"step_locations": "step_t", "jump_locations": "jump_t"}
 
     def validate(self, arg: str) -> None:
         _positive(self.first_step, "first_step", arg, allow_none=True)
@@ -144,3 +158,79 @@ class AdaptiveOptions(_Options):
                 raise ValueError(f"{arg}[{name!r}] contains NaN or infinite times")
         if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise ValueError(f"{arg}['dtype'] must be a floating torch.dtype, got {self.dtype!r}")
+
+
+def _int_in(value: Any, name: str, arg: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{arg}[{name!r}] must be an int in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class ImplicitOptions(FixedGridOptions):
+    """Options of fixed-grid implicit Runge-Kutta methods: those of fixed-grid methods, plus
+
+    Attributes:
+        max_iters: Newton iterations per step before NewtonConvergenceError.
+    """
+
+    max_iters: int = 50
+
+    def validate(self, arg: str) -> None:
+        super().validate(arg)
+        _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
+
+
+@dataclass(frozen=True)
+class AdamsOptions(FixedGridOptions):
+    """Options of the fixed-grid Adams methods: those of fixed-grid methods, plus
+
+    Attributes:
+        max_order: order of the multistep formula (steps of history); the first max_order - 1
+            steps are taken by RK4.
+        max_iters: corrector iterations per step (implicit_adams; stops early once converged to
+            rtol/atol).
+    """
+
+    max_order: int = 4
+    max_iters: int = 4
+
+    def validate(self, arg: str) -> None:
+        super().validate(arg)
+        _int_in(self.max_order, "max_order", arg, 1, 12)
+        _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
+
+
+SCIPY_SOLVERS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
+
+
+@dataclass(frozen=True)
+class ScipyOptions(_Options):
+    """Options of ``scipy_solver``.
+
+    Attributes:
+        solver: the SciPy method, one of RK45, RK23, DOP853, Radau, BDF, LSODA.
+        min_step: smallest step (LSODA only: SciPy's other methods have no such option).
+        max_step: largest step.
+        first_step: initial step (default: SciPy's selection).
+    """
+
+    solver: str = "LSODA"
+    min_step: float = 0.0
+    max_step: float = math.inf
+    first_step: float | None = None
+
+    def validate(self, arg: str) -> None:
+        if self.solver not in SCIPY_SOLVERS:
+            raise ValueError(
+                f"{arg}['solver'] must be one of {', '.join(SCIPY_SOLVERS)}, got {self.solver!r}"
+            )
+        _positive(self.min_step, "min_step", arg, allow_zero=True)
+        if not (isinstance(self.max_step, int | float) and self.max_step > 0):
+            raise ValueError(f"{arg}['max_step'] must be a number > 0, got {self.max_step!r}")
+        _positive(self.first_step, "first_step", arg, allow_none=True)
+        if self.min_step > 0 and self.solver != "LSODA":
+            raise ValueError(
+                f"{arg}['min_step'] is only used by solver='LSODA' (SciPy's other methods lack it)"
+            )
+        if self.min_step > self.max_step:
+            raise ValueError(f"{arg}: min_step={self.min_step} is larger than max_step={self.max_step}")

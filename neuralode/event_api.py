@@ -1,0 +1,36 @@
+"""``odeint_event``: torchdiffeq's convenience form of an event solve."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .odeint import odeint
+from .state import UserState
+
+
+def odeint_event(
+    func: Callable[[Tensor, UserState], UserState],
+    y0: UserState,
+    t0: Tensor | float,
+    *,
+    event_fn: Callable[[Tensor, UserState], Tensor],
+    reverse_time: bool = False,
+    odeint_interface: Callable = odeint,
+    **kwargs: Any,
+) -> tuple[Tensor, UserState]:
+    """Integrate from ``t0`` (backwards if ``reverse_time``) until ``event_fn(t, y)`` crosses zero.
+
+    Returns ``(event_t, solution)`` as ``odeint(..., event_fn=...)`` does; ``odeint_interface`` may be
+    ``odeint_adjoint``. Other keyword arguments (rtol, atol, method, options, ...) are passed on.
+    """
+    if not isinstance(t0, Tensor):
+        t0 = torch.tensor(float(t0), dtype=torch.float64)
+    if t0.numel() != 1:
+        raise ValueError(f"t0 must be a single time, got a tensor of shape {tuple(t0.shape)}")
+    start = t0.reshape(1)
+    t = torch.cat([start, start.detach() + (-1.0 if reverse_time else 1.0)])
+    return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)

@@ -1,0 +1,141 @@
+"""``scipy_solver``: the solve runs in SciPy (``scipy.integrate``'s step-by-step solvers) on the CPU.
+
+``func`` is still called with tensors on the caller's device and dtype; the result comes back there.
+SciPy cannot backpropagate, so gradients need ``odeint_adjoint`` (whose backward solve may use SciPy
+too). Radau, BDF and LSODA get the Jacobian of ``func`` from autograd (states up to 4096 entries;
+larger ones leave it to SciPy's finite differences). SciPy is imported only when this method is used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import SolverError
+from ..events import bisect
+from ..state import FlatFunc
+from .base import FlatProblem, Solver
+from .implicit import jacobian
+from .options import ScipyOptions
+
+_ORDERS = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "BDF": 5, "LSODA": 12}
+_EVENT_SPAN = 1e12  # SciPy needs a bound; an event search runs towards it
+_MAX_JACOBIAN_SIZE = 4096  # larger states leave the Jacobian to SciPy (LSODA starts non-stiff)
+_MAX_STIFF_SIZE = 10_000  # SciPy's Radau, BDF and LSODA allocate dense N x N arrays
+
+
+class ScipySolver(Solver):
+    """Wraps SciPy's OdeSolver classes; counts SciPy's steps and evaluations like our own engines."""
+
+    options_class: ClassVar[type] = ScipyOptions
+    supported_callbacks: ClassVar[tuple[str, ...]] = ()
+    implicit: ClassVar[bool] = False
+
+    @property
+    def order(self) -> int:
+        return _ORDERS[self.options.solver]
+
+    def _start(self, problem: FlatProblem, t_bound: float):
+        import scipy.integrate
+
+        opts: ScipyOptions = self.options
+        y0 = problem.y0
+        dtype, device = y0.dtype, y0.device
+        if torch.is_grad_enabled() and y0.requires_grad:
+            warnings.warn(
+                "scipy_solver does not backpropagate: the result is detached. Use odeint_adjoint for "
+                "gradients (its backward solve can use scipy_solver too).",
+                stacklevel=5,
+            )
+
+        def fun(t: float, y: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                out = problem.func(float(t), torch.as_tensor(y, dtype=dtype).to(device))
+            return out.detach().cpu().double().numpy()
+
+        kwargs: dict = {"rtol": problem.rtol, "atol": problem.atol, "max_step": opts.max_step}
+        if opts.solver == "LSODA":
+            kwargs["min_step"] = opts.min_step
+        if opts.first_step is not None:
+            kwargs["first_step"] = opts.first_step
+        if opts.solver in ("Radau", "BDF", "LSODA") and y0.numel() > _MAX_STIFF_SIZE:
+            n = y0.numel()
+            raise ValueError(
+                f"options['solver']={opts.solver!r} allocates dense {n} x {n} arrays in SciPy "
+                f"({n * n * 8 / 2**30:.3g} GiB) for this state: use 'RK45' or 'DOP853', or our fixed-grid "
+                "'implicit_adams'"
+            )
+        small = y0.numel() <= _MAX_JACOBIAN_SIZE
+        if opts.solver in ("Radau", "BDF", "LSODA") and isinstance(problem.func, FlatFunc) and small:
+
+            def jac(t: float, y: np.ndarray) -> np.ndarray:
+                _, j = jacobian(problem.func, float(t), torch.as_tensor(y, dtype=dtype).to(device), 0.0)
+                return j.cpu().double().numpy()
+
+            kwargs["jac"] = jac
+        solver_class = getattr(scipy.integrate, opts.solver)
+        y0_np = y0.detach().cpu().double().numpy()
+        return solver_class(fun, problem.times[0], y0_np, t_bound, **kwargs)
+
+    def _advance(self, solver, problem: FlatProblem) -> None:
+        message = solver.step()
+        problem.counts.n_steps += 1
+        problem.counts.n_accepted += 1
+        if solver.status == "failed" or message is not None:
+            raise SolverError(
+                f"SciPy's {self.options.solver} failed at t={solver.t!r}: {message}. Try other tolerances, "
+                "options['solver'], or check func for non-finite values there.",
+                float(solver.t),
+            )
+        if not np.all(np.isfinite(solver.y)):
+            raise SolverError(
+                f"SciPy's {self.options.solver}: the state became non-finite at t={solver.t!r}", solver.t
+            )
+
+    def integrate(self, problem: FlatProblem) -> Tensor:
+        times = problem.times
+        y0 = problem.y0
+        solver = self._start(problem, times[-1])
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        outputs = [y0.detach().cpu().double().numpy()]
+        next_out = 1
+        while next_out < len(times):
+            t_old = solver.t
+            self._advance(solver, problem)
+            dense = None
+            while next_out < len(times) and direction * (times[next_out] - solver.t) <= 0:
+                if times[next_out] == solver.t:
+                    outputs.append(solver.y.copy())
+                else:
+                    dense = dense or solver.dense_output()
+                    outputs.append(np.asarray(dense(times[next_out])))
+                next_out += 1
+            if solver.status == "finished" and next_out < len(
+                times
+            ):  # pragma: no cover - SciPy ends at t_bound
+                raise SolverError(f"SciPy's {self.options.solver} stopped early at t={t_old!r}", t_old)
+        return torch.as_tensor(np.stack(outputs), dtype=y0.dtype).to(y0.device)
+
+    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+        """Step until ``event`` crosses zero; locate it on SciPy's dense output."""
+        times, y0 = problem.times, problem.y0
+        direction = 1.0 if times[-1] > times[0] else -1.0
+        solver = self._start(problem, times[0] + direction * _EVENT_SPAN)
+        dtype, device = y0.dtype, y0.device
+        event.start(times[0], y0)
+
+        def as_tensor(y: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(y), dtype=dtype).to(device)
+
+        while solver.status == "running":
+            t_old = solver.t
+            self._advance(solver, problem)
+            if event.crossed(solver.t, as_tensor(solver.y)):
+                dense = solver.dense_output()
+                tau, k = bisect(event, lambda s, d=dense: as_tensor(d(s)), t_old, solver.t)
+                return tau, as_tensor(dense(tau)), k
+        raise SolverError(f"no event before t={solver.t!r}", float(solver.t))  # pragma: no cover
