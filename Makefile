@@ -58,11 +58,17 @@ figure3: data ## Figure 3 (NFE statistics of the MNIST ODE-Net) at PROFILE; trai
 	$(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 	$(PY) -m experiments.nfe_stats profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 
+LATENT_RUNS := $(foreach n,$(LATENT_COUNTS),$(foreach net,rnn latent_ode,runs/latent_ode/$(PROFILE)/$(net)/n$(n)/default/result.json))
+JOBS ?= 2
+
+# One latent ODE run: runs/latent_ode/<profile>/<net>/n<count>/default/result.json (skipped once it exists).
+runs/latent_ode/$(PROFILE)/%/default/result.json: | $(STAMP)
+	@echo "== latent ODE experiment: $*, $(PROFILE) profile (resumes an interrupted run)"
+	$(PY) -m experiments.latent_ode net=$(firstword $(subst /, ,$*)) \
+		num_observed=$(subst n,,$(lastword $(subst /, ,$*))) profile=$(PROFILE)
+
 table2: venv ## Latent ODE Table 2 at PROFILE: RNN vs latent ODE on spirals (30/50/100 obs), Poisson run, figures
-	@for n in $(LATENT_COUNTS); do for net in rnn latent_ode; do \
-		echo "== latent ODE experiment: $$net, $$n/100 observations, $(PROFILE) profile (resumes or skips a finished run)"; \
-		$(PY) -m experiments.latent_ode net=$$net num_observed=$$n profile=$(PROFILE) || exit 1; \
-	done; done
+	@$(MAKE) --no-print-directory -j$(JOBS) $(LATENT_RUNS)
 	@echo "== latent ODE with the Poisson process likelihood (event-rate head), 100/100 observations"
 	$(PY) -m experiments.latent_ode num_observed=100 latent_ode.event_rate=true profile=$(PROFILE)
 	$(PY) scripts/make_table2.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/latent_ode/smoke)

@@ -231,6 +231,8 @@ def check_config(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Train (or resume) the configured model in ``run_dir``; returns the result written to result.json."""
     check_config(cfg)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(int(cfg.num_threads))
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     train, test = load_series(cfg, device)
