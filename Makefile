@@ -11,7 +11,7 @@ MNIST_MODELS := mlp resnet rknet odenet
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 tensorboard reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf tensorboard reproduce clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -57,11 +57,20 @@ figure3: data ## Figure 3 (NFE statistics of the MNIST ODE-Net) at PROFILE; trai
 	$(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 	$(PY) -m experiments.nfe_stats profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 
+CNF_RUN = $(PY) -m experiments.cnf -m profile=$(PROFILE) progress=false
+
+cnf: venv ## CNF vs planar NF (Figures 4-5), exact trace vs Hutchinson at PROFILE; writes results/cnf_*
+	$(CNF_RUN) task=density target=u1,u2,u3,u4 flow=planar,cnf size=2,8,32
+	$(CNF_RUN) task=mle target=circles,moons flow=planar,cnf size=64
+	$(CNF_RUN) task=mle target=moons flow=mlp size=64 trace=exact,hutchinson
+	$(PY) scripts/measure_cnf_trace.py --profile $(PROFILE)
+	$(PY) scripts/make_cnf_results.py --profile $(PROFILE)
+
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006
 
-reproduce: table1 figure3 ## Run every experiment that exists at PROFILE (quick by default) and write results/
-	@echo "make reproduce: MNIST Table 1 and Figure 3 done (PROFILE=$(PROFILE)). CNF and latent ODE are still to come."
+reproduce: table1 figure3 cnf ## Run every experiment that exists at PROFILE (quick by default) and write results/
+	@echo "make reproduce: MNIST Table 1, Figure 3 and the CNF experiments done (PROFILE=$(PROFILE)). The latent ODE is still to come."
 
 clean-venv: ## Remove the virtual environment
 	rm -rf $(VENV)
