@@ -28,6 +28,7 @@ from neuralode.flows import (
 )
 from neuralode.flows.objectives import negative_log_likelihood, reverse_kl_loss
 from neuralode.training import (
+    StepSchedule,
     Trainer,
     TrainerConfig,
     atomic_write_bytes,
@@ -93,7 +94,7 @@ def build_optimizer(cfg: DictConfig, flow: nn.Module) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer.{cfg.flow}.name must be adam or rmsprop, got {opt.name!r}")
 
 
-def schedule(cfg: DictConfig) -> tuple[int, int]:
+def iteration_plan(cfg: DictConfig) -> tuple[int, int]:
     """(epochs, iterations per epoch): the run's iterations split into the profile's epochs."""
     iterations = (
         cfg.iterations if cfg.iterations is not None else cfg.profile.cnf[cfg.task].iterations[cfg.flow]
@@ -133,6 +134,8 @@ def hparams(cfg: DictConfig, trace: str, epochs: int, per_epoch: int) -> dict[st
         "iterations": epochs * per_epoch,
         "batch_size": cfg.batch_size,
         "optimizer": str(OmegaConf.to_container(cfg.optimizer[cfg.flow])),
+        "schedule.milestones": str(list(cfg.schedule.milestones)),
+        "schedule.gamma": cfg.schedule.gamma,
     }
     if cfg.flow != "planar":
         flat.update({f"solver.{k}": v for k, v in cfg.ode.items()})
@@ -206,6 +209,10 @@ def plot_data(cfg: DictConfig, flow: nn.Module, device: torch.device) -> dict[st
         times = torch.linspace(0.0, cfg.ode.t1, p.snapshots).to(device)
         out["snapshot_times"] = times.cpu()
         out["snapshots"] = flow.trajectory(z[: p.snapshot_samples], times).cpu()
+        if cfg.task == "mle" and p.gif_frames > 1:  # frames of the optional animation
+            frames = torch.linspace(0.0, cfg.ode.t1, p.gif_frames).to(device)
+            out["frame_times"] = frames.cpu()
+            out["frames"] = flow.trajectory(z[: p.snapshot_samples], frames).cpu()
     return out
 
 
@@ -213,7 +220,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Train (or resume) the configured flow in ``run_dir``; returns the result written to result.json."""
     trace = check_config(cfg)
     device = resolve_device(cfg.device)
-    epochs, per_epoch = schedule(cfg)
+    epochs, per_epoch = iteration_plan(cfg)
     seed_everything(cfg.seed)
     flow = build_flow(cfg, trace).to(device)
     optimizer = build_optimizer(cfg, flow)
@@ -252,6 +259,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
         ),
         run_dir=run_dir,
         device=device,
+        lr_at=StepSchedule(cfg.optimizer[cfg.flow].lr, tuple(cfg.schedule.milestones), cfg.schedule.gamma),
         metadata=metadata,
     )
     if trainer.resumed_from is not None:

@@ -3,7 +3,8 @@
 Reads ``runs/cnf/<profile>/{density,mle}/<target>/<flow>-<size>-<trace>/default/`` (result.json and
 plot_data.pt, written by ``python -m experiments.cnf``) and ``runs/cnf/<profile>/trace_cost.json``
 (scripts/measure_cnf_trace.py), and writes to ``<out>`` (the profile's ``cnf.out_dir``):
-``cnf_density.{md,csv,png}`` (Figure 4), ``cnf_mle.{md,csv}`` and ``cnf_samples.png`` (Figure 5),
+``cnf_density.{md,csv,png}`` (Figure 4), ``cnf_mle.{md,csv}``, ``cnf_samples.png`` and the animations
+``cnf_circles.gif``, ``cnf_moons.gif`` (Figure 5),
 ``cnf_trace.{md,csv}`` (exact trace vs Hutchinson).
 
     .venv/bin/python scripts/make_cnf_results.py --profile quick
@@ -233,7 +234,8 @@ def mle(runs: Path, out: Path, profile: str) -> None:
         PAPER_NOTE + " Its Figure 5 shows the CNF's density and samples matching both datasets "
         "closely and the planar NF's less so.",
         "",
-        "Figure: `cnf_samples.png` (data, densities, base samples carried by the CNF from t = 0 to t = 1).",
+        "Figures: `cnf_samples.png` (data, densities, base samples carried by the CNF from t = 0 to t1), "
+        "and the same as animations, `cnf_circles.gif` and `cnf_moons.gif`.",
     ]
     atomic_write_text(out / "cnf_mle.md", "\n".join(lines) + "\n")
 
@@ -375,7 +377,7 @@ def main() -> None:
     density(runs, out, args.profile)
     mle(runs, out, args.profile)
     trace(runs, out, args.profile)
-    print(f"wrote {out}/cnf_density.*, cnf_mle.*, cnf_samples.png, cnf_trace.*")
+    print(f"wrote {out}/cnf_density.*, cnf_mle.*, cnf_samples.png, cnf_*.gif, cnf_trace.*")
 
 
 if __name__ == "__main__":
