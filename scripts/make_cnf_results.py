@@ -61,11 +61,12 @@ def provenance(results: list[dict[str, Any]], profile: str) -> list[str]:
 
     iterations = ", ".join(sorted({f"{r['flow']} {r['iterations']}" for r in results}))
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    dates = sorted(str(r.get("date")) for r in results)
     return [
         f"- Profile: `{profile}`; iterations: {iterations}; seed: {values('seed')}",
         f"- Device: {values('device')}",
-        f"- Runs trained {values('date')} at commit {values('commit')}; this file written {now} at commit "
-        f"{git_commit(ROOT)}",
+        f"- Runs trained {dates[0]} to {dates[-1]} at commit {values('commit')}; this file written {now} at "
+        f"commit {git_commit(ROOT)}",
     ]
 
 
@@ -224,10 +225,11 @@ def mle(runs: Path, out: Path, profile: str) -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
+        nfe = f"{r['train_nfe_forward']:.1f}" if r["flow"] == "cnf" else "- (no solver)"
         lines.append(
             f"| {r['dataset']} | {'CNF M=64' if r['flow'] == 'cnf' else 'planar NF K=64'} | "
             f"{r['test_nll']:.3f} +- {r['test_nll_stderr']:.3f} | {r['iterations']} | "
-            f"{r['seconds_per_iteration']:.4f} | {r['train_nfe_forward']:.1f} |"
+            f"{r['seconds_per_iteration']:.4f} | {nfe} |"
         )
     lines += [
         "",
@@ -273,6 +275,31 @@ def mle(runs: Path, out: Path, profile: str) -> None:
     )
     fig.tight_layout()
     fig.savefig(out / "cnf_samples.png", dpi=80)
+    plt.close(fig)
+    for target in DATASETS:
+        if "frames" in plots[target, "cnf"]:
+            animate(plots[target, "cnf"], out / f"cnf_{target}.gif")
+
+
+def animate(plot: dict[str, Any], path: Path) -> None:
+    """An animated GIF of base samples carried by the CNF from t = 0 to t1 (Figure 5's option)."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    frames, times, limit = plot["frames"], plot["frame_times"].tolist(), plot["limit"]
+    colours = frames[0, :, 0]
+    fig, ax = plt.subplots(figsize=(3.2, 3.2))
+
+    def draw(k: int) -> None:
+        ax.clear()
+        ax.scatter(frames[k][:, 0], frames[k][:, 1], s=1, c=colours, cmap="coolwarm")
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{plot['target']}: CNF, t = {times[k]:.2f}")
+
+    animation = FuncAnimation(fig, draw, frames=len(times))
+    animation.save(path, writer=PillowWriter(fps=10), dpi=60)
     plt.close(fig)
 
 
