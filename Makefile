@@ -12,7 +12,7 @@ LATENT_COUNTS := 30 50 100
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 table2 tensorboard reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 tensorboard reproduce clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -58,6 +58,15 @@ figure3: data ## Figure 3 (NFE statistics of the MNIST ODE-Net) at PROFILE; trai
 	$(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 	$(PY) -m experiments.nfe_stats profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 
+CNF_RUN = $(PY) -m experiments.cnf -m profile=$(PROFILE) progress=false
+
+cnf: venv ## CNF vs planar NF (Figures 4-5), exact trace vs Hutchinson at PROFILE; writes results/cnf_*
+	$(CNF_RUN) task=density target=u1,u2,u3,u4 flow=planar,cnf size=2,8,32
+	$(CNF_RUN) task=mle target=circles,moons flow=planar,cnf size=64
+	$(CNF_RUN) task=mle target=moons flow=mlp size=64 trace=exact,hutchinson
+	$(PY) scripts/measure_cnf_trace.py --profile $(PROFILE)
+	$(PY) scripts/make_cnf_results.py --profile $(PROFILE)
+
 LATENT_RUNS := $(foreach n,$(LATENT_COUNTS),$(foreach net,rnn latent_ode,runs/latent_ode/$(PROFILE)/$(net)/n$(n)/default/result.json))
 JOBS ?= 2
 
@@ -77,8 +86,8 @@ table2: venv ## Latent ODE Table 2 at PROFILE: RNN vs latent ODE on spirals (30/
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006
 
-reproduce: table1 figure3 table2 ## Run every experiment that exists at PROFILE (quick by default) and write results/
-	@echo "make reproduce: MNIST Table 1, Figure 3 and Table 2 done (PROFILE=$(PROFILE)). CNF is still to come."
+reproduce: table1 figure3 cnf table2 ## Run every experiment at PROFILE (quick by default) and write results/
+	@echo "make reproduce: MNIST Table 1, Figure 3, the CNF experiments and Table 2 done (PROFILE=$(PROFILE))."
 
 clean-venv: ## Remove the virtual environment
 	rm -rf $(VENV)
