@@ -178,8 +178,10 @@ def evaluate_on(model: torch.nn.Module, series: SeriesSet) -> dict[str, float]:
         decoded, _ = model.predict(x, index, series.spirals.times[:window])
         metrics["rmse_window"] = rmse(decoded, series.spirals.truth[:, :window])
         metrics["nfe_forward"] = model.nfe_forward
-        if series.intensity is not None:
-            metrics["rmse_intensity"] = rmse(model.intensity(path), series.intensity)
+        if series.intensity is not None:  # inside the window (events seen) and after it (extrapolated)
+            inferred = model.intensity(path)
+            metrics["rmse_intensity_window"] = rmse(inferred[:, :window], series.intensity[:, :window])
+            metrics["rmse_intensity_extrapolation"] = rmse(inferred[:, window:], series.intensity[:, window:])
     return metrics
 
 

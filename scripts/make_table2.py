@@ -91,8 +91,9 @@ def _settings_text(results: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
         "",
         f"**Latent ODE.** Latent dim {model['latent_dim']}; encoder: a {model['encoder_cell'].upper()} with "
         f"{model['encoder_hidden']} units run backwards over the observations and their time gaps; dynamics: "
-        f"one hidden layer of {model['dynamics_hidden']} units; decoder: one hidden layer of "
-        f"{model['decoder_hidden']}. {solver['method']} at rtol {solver['rtol']}, atol {solver['atol']} "
+        f"one hidden layer of {model['dynamics_hidden']} units (ELU); decoder: one hidden layer of "
+        f"{model['decoder_hidden']} ({model.get('decoder_activation', 'relu').upper()}). "
+        f"{solver['method']} at rtol {solver['rtol']}, atol {solver['atol']} "
         f"(paper: 1.5e-8); gradients by {gradient}. The prediction decodes the posterior mean.",
         "",
         f"**RNN baseline.** A {rnn['config']['rnn']['cell'].upper()} with {rnn['config']['rnn']['hidden']} "
@@ -140,7 +141,8 @@ def markdown(rows: list[dict[str, Any]], results: dict[tuple[str, int], dict[str
         *_settings_text(results),
         "",
         "The paper's columns are copied from its Table 2. Its data, noise and training length are unknown, "
-        "so the ordering, not the values, is what compares.",
+        "so the ordering, not the values, is what compares. Each cell is one training run with one seed; "
+        "no error bars over seeds.",
     ]
     return "\n".join(lines) + "\n"
 
