@@ -12,7 +12,7 @@ LATENT_COUNTS := 30 50 100
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 tensorboard reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 dashboard tensorboard reproduce clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -86,8 +86,12 @@ table2: venv ## Latent ODE Table 2 at PROFILE: RNN vs latent ODE on spirals (30/
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006
 
-reproduce: table1 figure3 cnf table2 ## Run every experiment at PROFILE (quick by default) and write results/
-	@echo "make reproduce: MNIST Table 1, Figure 3, the CNF experiments and Table 2 done (PROFILE=$(PROFILE))."
+dashboard: venv ## Write results/README.md (results/<profile>/ for PROFILE != quick): every table and figure
+	$(PY) scripts/make_dashboard.py --profile $(PROFILE)
+
+reproduce: table1 figure3 cnf table2 ## Run every experiment at PROFILE (quick by default), then the dashboard
+	@$(MAKE) --no-print-directory dashboard PROFILE=$(PROFILE)
+	@echo "make reproduce: MNIST Table 1, Figure 3, the CNF experiments and Table 2 done (PROFILE=$(PROFILE)); see results/README.md."
 
 clean-venv: ## Remove the virtual environment
 	rm -rf $(VENV)
