@@ -163,3 +163,15 @@ def test_bad_batch_inputs_are_named():
         ImageBatches(images, labels[:5], 8)
     with pytest.raises(ValueError, match="batch_size"):
         ImageBatches(images, labels, 0)
+
+
+def test_run_metadata_records_versions_commit_and_device():
+    from importlib.metadata import version
+
+    from neuralode.training.reproducibility import package_versions, run_metadata
+
+    meta = run_metadata(torch.device("cpu"), seed=3)
+    assert meta["seed"] == 3 and meta["device"].startswith("CPU") and meta["commit"]
+    assert meta["packages"]["torch"] == version("torch") and meta["packages"]["numpy"] == version("numpy")
+    assert package_versions(("surely-not-a-package-xyz",)) == {"surely-not-a-package-xyz": "not installed"}
+    assert {"cudnn_deterministic", "cudnn_benchmark", "date", "python"} <= set(meta)

@@ -85,6 +85,22 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+RECORDED_PACKAGES = ("torch", "numpy", "scipy", "hydra-core", "omegaconf", "tensorboard", "torchvision")
+
+
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages a run depends on ("not installed" where missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
 def run_metadata(device: torch.device, seed: int) -> dict[str, Any]:
     """What a result file must state about how it was made."""
     return {
@@ -94,6 +110,7 @@ def run_metadata(device: torch.device, seed: int) -> dict[str, Any]:
         "seed": seed,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "packages": package_versions(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
     }
