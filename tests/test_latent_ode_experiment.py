@@ -90,3 +90,12 @@ def test_bad_settings_fail_before_any_work(tmp_path):
     assert not (tmp_path / "runs/latent_ode/smoke/lstm").exists() or not any(
         (tmp_path / "runs/latent_ode/smoke/lstm").rglob("checkpoint.pt")
     )
+
+
+def test_a_sweep_goes_through_submitit_with_the_local_launcher(tmp_path):
+    done = _run(tmp_path, "-m", "hydra/launcher=local", "net=rnn,latent_ode", "num_observed=30", *SMALL)
+    assert "Submitit 'local' sweep" in done.stdout + done.stderr
+    sweep = tmp_path / "runs/latent_ode/smoke"
+    for net in ("rnn", "latent_ode"):
+        assert (sweep / net / "n30/default/result.json").exists()
+    assert any((sweep / ".submitit").iterdir())  # submitit's job folders: the jobs went through it
