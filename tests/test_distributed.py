@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ODE-Net with the adjoint on a fixed rk4 grid: every rank takes the same steps as one process would
 # (an adaptive solver adapts to each rank's shard, so its steps, and the loss, would differ at rtol level).
 OVERRIDES = ["model=odenet", "solver=rk4", "batch_size=32", "profile=smoke", "++model.channels=8",
-             "test_batch_size=32", "progress=false", "tensorboard=true"]  # fmt: skip
+             "test_batch_size=32", "progress=false", "tensorboard=true", "device=cpu"]  # fmt: skip
 
 
 def test_shard_bounds_cover_the_batch_once():

@@ -94,6 +94,12 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.resumed_from: int | None = None
+        if dist.env_world_size() > 1 and not dist.is_distributed():
+            raise RuntimeError(
+                "started by torchrun (WORLD_SIZE > 1) but no process group: call "
+                "neuralode.training.distributed.init_distributed(device) first and shard the batches, or "
+                "every process would train alone and write the same files"
+            )
         self._resume()
         self.world_size = dist.world_size()
         self.main = dist.is_main()
