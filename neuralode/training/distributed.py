@@ -67,9 +67,10 @@ def init_distributed(device: torch.device) -> torch.device:
         return device
     if device.type == "cuda":
         if env_local_rank() >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
             raise RuntimeError(
-                f"LOCAL_RANK {env_local_rank()} but only {torch.cuda.device_count()} GPU(s) here: run at most one "
-                "process per GPU (torchrun --nproc_per_node), or device=cpu for gloo on the CPU"
+                f"LOCAL_RANK {env_local_rank()} but only {count} GPU(s) here: run at most one process per "
+                "GPU (torchrun --nproc_per_node), or device=cpu for gloo on the CPU"
             )
         device = torch.device("cuda", env_local_rank())
         torch.cuda.set_device(device)
