@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +22,9 @@ from tests.fake_mnist import write_fake_mnist
 REPO = Path(__file__).resolve().parents[1]
 # ODE-Net with the adjoint on a fixed rk4 grid: every rank takes the same steps as one process would
 # (an adaptive solver adapts to each rank's shard, so its steps, and the loss, would differ at rtol level).
-OVERRIDES = ["model=odenet", "solver=rk4", "batch_size=32", "profile=smoke", "++model.channels=8",
+OVERRIDES = ["model=odenet", "solver=rk4", "batch_size=32", "profile=smoke", "epochs=3", "++model.channels=8",
              "test_batch_size=32", "progress=false", "tensorboard=true", "device=cpu"]  # fmt: skip
+ITERATIONS = 9  # 3 epochs of the smoke profile's 3 batches
 
 
 def test_shard_bounds_cover_the_batch_once():
@@ -68,20 +71,37 @@ def test_helpers_are_no_ops_on_one_process():
         assert distributed.init_distributed(device) == device and not distributed.is_distributed()
 
 
-def _train(cwd: Path, data_dir: Path, nproc: int) -> Path:
-    cwd.mkdir(parents=True)
-    launcher = (
+def _command(data_dir: Path, nproc: int) -> tuple[list[str], dict[str, str]]:
+    torchrun = (
         [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     )
-    command = [sys.executable, *launcher, "-m", "experiments.mnist", f"data_dir={data_dir}", *OVERRIDES]
+    command = [sys.executable, *torchrun, "-m", "experiments.mnist", f"data_dir={data_dir}", *OVERRIDES]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
+    return command, env
+
+
+def _train(cwd: Path, data_dir: Path, nproc: int) -> tuple[Path, str]:
+    """Run the experiment with ``nproc`` processes in ``cwd``; its run folder and its output."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    command, env = _command(data_dir, nproc)
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.count("ODE-Net: test error") == 1, done.stdout  # printed by rank 0 only
     (run_dir,) = (cwd / "runs/mnist/smoke/odenet").iterdir()
-    return run_dir
+    return run_dir, done.stdout
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_fake_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, data_dir) -> Path:
+    """The single-process run every data-parallel run is compared with."""
+    return _train(tmp_path_factory.mktemp("one"), data_dir, 1)[0]
 
 
 def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -90,13 +110,11 @@ def _scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
-def test_two_gloo_processes_follow_the_single_process_loss_trajectory(tmp_path):
-    data_dir = write_fake_mnist(tmp_path / "mnist")
-    one = _train(tmp_path / "one", data_dir, 1)
-    two = _train(tmp_path / "two", data_dir, 2)
+def test_two_gloo_processes_follow_the_single_process_loss_trajectory(tmp_path, data_dir, one_process):
+    one, (two, _) = one_process, _train(tmp_path, data_dir, 2)
 
     loss_one, loss_two = _scalars(one, "train/loss"), _scalars(two, "train/loss")
-    assert [s for s, _ in loss_one] == [s for s, _ in loss_two] == list(range(6))  # 2 epochs of 3 batches
+    assert [s for s, _ in loss_one] == [s for s, _ in loss_two] == list(range(ITERATIONS))
     difference = max(abs(a - b) for (_, a), (_, b) in zip(loss_one, loss_two, strict=True))
     print(f"max |loss(1 process) - loss(2 processes)| over {len(loss_one)} iterations: {difference:.3g}")
     assert difference < 1e-4, (loss_one, loss_two)
@@ -126,3 +144,44 @@ def test_two_gloo_processes_follow_the_single_process_loss_trajectory(tmp_path):
     assert len(list((two / "tb").rglob("*"))) == len(list((one / "tb").rglob("*")))
     assert not list(two.glob(".*.tmp"))
     assert (two / ".hydra" / "config.yaml").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers through /proc")
+def test_killed_two_process_run_resumes_on_every_rank(tmp_path, data_dir, one_process):
+    command, env = _command(data_dir, 2)
+    process = subprocess.Popen(command, cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    checkpoints: list[Path] = []
+    while not checkpoints and process.poll() is None and time.monotonic() < deadline:
+        checkpoints = list(tmp_path.glob("runs/mnist/smoke/odenet/*/checkpoint.pt"))
+        time.sleep(0.005)
+    for worker in _children(process.pid):  # torchrun starts its workers in sessions of their own
+        os.kill(worker, signal.SIGKILL)
+    process.kill()
+    process.wait()
+    assert checkpoints, "no checkpoint was written"
+    run_dir = checkpoints[0].parent
+    assert not (run_dir / "result.json").exists(), "the run finished before it could be killed"
+
+    resumed, out = _train(tmp_path, data_dir, 2)
+    assert resumed == run_dir and out.count("resuming") == 1
+    result = json.loads((run_dir / "result.json").read_text())
+    expected = json.loads((one_process / "result.json").read_text())
+    assert 1 <= result["resumed_from_epoch"] <= 2
+    for row, want in zip(result["history"], expected["history"], strict=True):
+        assert row["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
+        assert row["test_error"] == pytest.approx(want["test_error"], abs=1e-9)
