@@ -192,20 +192,18 @@ class Trainer:
             self.optimizer.step()
             loss_value = loss.item()  # synchronises, so the time below is the step's
             seconds = time.perf_counter() - start
+            values = {"loss": loss_value, "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
+                      "grad_norm": grad_norm.item(), "seconds": seconds}  # fmt: skip
+            extra = {k: float(v) for k, v in extra.items()}
+            if self.world_size > 1:  # every rank takes part before any may stop, or the others would hang
+                values, extra = self._reduce_step(values, extra)
+            loss_value, nfe_forward, nfe_backward = (
+                values[k] for k in ("loss", "nfe_forward", "nfe_backward")
+            )
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
                     f"training loss is {loss_value} at epoch {self.epoch}, iteration {index}"
                 )
-            values = {"loss": loss_value, "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
-                      "grad_norm": grad_norm.item(), "seconds": seconds}  # fmt: skip
-            extra = {k: float(v) for k, v in extra.items()}
-            if self.world_size > 1:
-                values, extra = self._reduce_step(values, extra)
-            loss_value, nfe_forward, nfe_backward = (
-                values["loss"],
-                values["nfe_forward"],
-                values["nfe_backward"],
-            )
             for key in sums:
                 sums[key] += values[key]
             for key, value in extra.items():
