@@ -185,3 +185,20 @@ def test_killed_two_process_run_resumes_on_every_rank(tmp_path, data_dir, one_pr
     for row, want in zip(result["history"], expected["history"], strict=True):
         assert row["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
         assert row["test_error"] == pytest.approx(want["test_error"], abs=1e-9)
+
+
+def test_shard_batches_cut_every_tensor_of_any_batch_source():
+    def source(epoch):
+        for index in range(2):
+            x = torch.arange(10.0).reshape(5, 2) + 100 * epoch + 10 * index
+            yield {"x": x, "pair": (x[:, 0], "label")}
+
+    shards = [list(distributed.shard_batches(source, part, 2)(1)) for part in range(2)]
+    for index, whole in enumerate(source(1)):
+        assert torch.equal(torch.cat([s[index]["x"] for s in shards]), whole["x"])
+        assert torch.equal(torch.cat([s[index]["pair"][0] for s in shards]), whole["pair"][0])
+        assert shards[1][index]["pair"][1] == "label"
+    assert [s[0]["x"].shape[0] for s in shards] == [3, 2]
+    assert next(iter(distributed.shard_batches(source)(0)))["x"].shape == (5, 2)  # one process: unchanged
+    with pytest.raises(ValueError, match="leading size"):
+        distributed.shard_batch((torch.zeros(4), torch.zeros(3)), 0, 2)

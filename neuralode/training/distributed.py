@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -147,3 +147,49 @@ def shard_bounds(size: int, part: int, parts: int) -> tuple[int, int]:
     base, extra = divmod(size, parts)
     start = part * base + min(part, extra)
     return start, start + base + (1 if part < extra else 0)
+
+
+def shard_batch(batch: Any, part: int, parts: int) -> Any:
+    """Part ``part`` of ``parts`` of a batch: tensors (also inside tuples, lists, dicts) cut along dim 0.
+
+    Every tensor must have the same leading size; anything that is not a tensor is passed through.
+    """
+    sizes = {t.shape[0] for t in _tensors(batch)}
+    if len(sizes) != 1:
+        raise ValueError(f"batch tensors must share one leading size to be sharded, got {sorted(sizes)}")
+    start, stop = shard_bounds(sizes.pop(), part, parts)
+    return _map_tensors(batch, lambda t: t[start:stop])
+
+
+def shard_batches(
+    batches: Callable[[int], Iterable[Any]], part: int | None = None, parts: int | None = None
+) -> Callable[[int], Iterator[Any]]:
+    """A batch source giving this rank's shard of each of ``batches``' global batches (default: this rank)."""
+    part = rank() if part is None else part
+    parts = world_size() if parts is None else parts
+
+    def epoch(index: int) -> Iterator[Any]:
+        for batch in batches(index):
+            yield batch if parts == 1 else shard_batch(batch, part, parts)
+
+    return epoch
+
+
+def _tensors(batch: Any) -> list[torch.Tensor]:
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    if isinstance(batch, tuple | list):
+        return [t for item in batch for t in _tensors(item)]
+    if isinstance(batch, Mapping):
+        return [t for item in batch.values() for t in _tensors(item)]
+    return []
+
+
+def _map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, tuple | list):
+        return type(batch)(_map_tensors(item, fn) for item in batch)
+    if isinstance(batch, Mapping):
+        return {key: _map_tensors(item, fn) for key, item in batch.items()}
+    return batch
