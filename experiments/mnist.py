@@ -149,3 +149,4 @@ def _quiet_hydra_on_other_ranks() -> None:
 if __name__ == "__main__":
     _quiet_hydra_on_other_ranks()
     main()
+    distributed.cleanup(synchronize=True)  # after a failure Hydra exits above; the atexit hook cleans up

@@ -81,9 +81,15 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
-def cleanup() -> None:
-    """Leave the process group (no-op when none)."""
+def cleanup(synchronize: bool = False) -> None:
+    """Leave the process group (no-op when none); ``synchronize`` waits for every rank first.
+
+    Call it with ``synchronize=True`` at the end of a successful run: a rank that tears gloo down while
+    another is still talking to it can abort at exit ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronize and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
