@@ -2,10 +2,16 @@
 
 Thin: turns the Hydra config into a model, batches and the shared :class:`neuralode.training.Trainer`.
 A run lives in ``runs/mnist/<profile>/<model>/<overrides>``; running the same command again resumes it.
+
+Data parallel: ``torchrun --nproc_per_node=N -m experiments.mnist ...`` trains with N processes on the
+same global batches (``batch_size`` is the global batch; each rank takes 1/N of it). Every rank writes
+to rank 0's run folder, but only rank 0 writes files: ranks > 0 run Hydra without its ``.hydra`` folder
+and log file.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import hydra
@@ -18,6 +24,7 @@ from neuralode.training import (
     StepSchedule,
     Trainer,
     TrainerConfig,
+    distributed,
     resolve_device,
     run_metadata,
     seed_everything,
@@ -71,7 +78,9 @@ def hparams(cfg: DictConfig, epochs: int) -> dict[str, Any]:
 
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Train (or resume) the configured model in ``run_dir``; returns the result written to result.json."""
-    device = resolve_device(cfg.device)
+    device = distributed.init_distributed(resolve_device(cfg.device))
+    run_dir = distributed.broadcast_object(str(run_dir))  # the same folder even if its name had a timestamp
+    main = distributed.is_main()
     epochs = epochs_for(cfg)
     profile = cfg.profile.mnist
     seed_everything(cfg.seed)
@@ -80,6 +89,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     train = ImageBatches(
         train_images, train_labels, cfg.batch_size, shuffle=True, crop_padding=profile.crop_padding,
         max_batches=profile.max_train_batches, seed=cfg.seed, device=device,
+        rank=distributed.rank(), world_size=distributed.world_size(),
     )  # fmt: skip
     test = ImageBatches(
         test_images, test_labels, cfg.test_batch_size, max_batches=profile.max_test_batches, device=device
@@ -95,6 +105,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
         "parameters": count_parameters(model), "profile": cfg.profile.name,
         "solver": OmegaConf.to_container(cfg.solver) if cfg.model.name in ("odenet", "rknet") else None,
         "gradient": cfg.model.get("gradient"), "config": OmegaConf.to_container(cfg, resolve=True),
+        "world_size": distributed.world_size(),
         **run_metadata(device, cfg.seed),
     }  # fmt: skip
 
@@ -108,12 +119,13 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
                       tensorboard=cfg.tensorboard, hparams=hparams(cfg, epochs)),
         run_dir=run_dir, device=device, lr_at=schedule, metadata=metadata,
     )  # fmt: skip
-    if trainer.resumed_from is not None:
+    if trainer.resumed_from is not None and main:
         print(f"resuming {run_dir} after epoch {trainer.resumed_from} of {epochs}", flush=True)
     result = trainer.fit()
     final = result["final"]
-    print(f"{cfg.model.label}: test error {100 * final['test_error']:.2f}% after {epochs} epochs "
-          f"({result['parameters']:,} parameters) -> {run_dir}", flush=True)  # fmt: skip
+    if main:
+        print(f"{cfg.model.label}: test error {100 * final['test_error']:.2f}% after {epochs} epochs "
+              f"({result['parameters']:,} parameters) -> {run_dir}", flush=True)  # fmt: skip
     return result
 
 
@@ -125,5 +137,16 @@ def main(cfg: DictConfig) -> float:
     return run(cfg, HydraConfig.get().runtime.output_dir)["final"]["test_error"]
 
 
+def _quiet_hydra_on_other_ranks() -> None:
+    """Under torchrun, ranks > 0 keep Hydra from writing ``.hydra/`` and the log file into the run folder.
+
+    Hydra overrides are not part of ``override_dirname``, so the run folder's name does not change.
+    """
+    if distributed.env_rank() > 0:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
 if __name__ == "__main__":
+    _quiet_hydra_on_other_ranks()
     main()
+    distributed.cleanup(synchronize=True)  # after a failure Hydra exits above; the atexit hook cleans up

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from ..training.distributed import shard_bounds
+
 
 class ImageBatches:
     """Batches ``(x float (b, 1, h, w) in [0, 1], y)`` from uint8 ``images`` (n, h, w) and ``labels``.
@@ -22,6 +24,9 @@ class ImageBatches:
         max_batches: stop each epoch after this many batches (smoke runs).
         seed: base seed of the per-epoch generator.
         device: where batches are put.
+        rank, world_size: data-parallel training: every global batch (the same on all ranks) is cut into
+            ``world_size`` contiguous shards (sizes differ by at most one) and rank ``rank`` gets its own,
+            so that N processes together see exactly the batches one process would.
     """
 
     def __init__(
@@ -36,6 +41,8 @@ class ImageBatches:
         max_batches: int | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if images.dim() != 3 or images.dtype != torch.uint8:
             raise ValueError(f"images must be uint8 of shape (n, h, w), got {images.dtype} {tuple(images.shape)}")
@@ -45,7 +52,12 @@ class ImageBatches:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if batch_size < world_size:
+            raise ValueError(f"batch_size {batch_size} < world_size {world_size}: some ranks would get nothing")
         self.images, self.labels = images, labels
+        self.rank, self.world_size = rank, world_size
         self.batch_size, self.shuffle, self.crop_padding = batch_size, shuffle, crop_padding
         self.drop_last, self.max_batches, self.seed = drop_last, max_batches, seed
         self.device = torch.device(device)
@@ -63,8 +75,11 @@ class ImageBatches:
         for index in range(len(self)):
             take = order[index * self.batch_size : (index + 1) * self.batch_size]
             images = self.images[take]
-            if self.crop_padding:
+            if self.crop_padding:  # crops drawn for the global batch, so every rank's generator agrees
                 images = random_crop(images, self.crop_padding, generator)
+            if self.world_size > 1:
+                start, stop = shard_bounds(take.numel(), self.rank, self.world_size)
+                images, take = images[start:stop], take[start:stop]
             x = images.unsqueeze(1).to(self.device, torch.float32, non_blocking=True).div_(255.0)
             yield x, self.labels[take].to(self.device, non_blocking=True)
 

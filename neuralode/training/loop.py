@@ -4,6 +4,16 @@ The loop knows nothing about the task: the experiment passes a batch source (``b
 the same batches for the same epoch, so a resumed run repeats exactly what an uninterrupted one does),
 a loss and an evaluation function. A checkpoint is written atomically after every epoch; constructing a
 ``Trainer`` on a run directory that holds one resumes from it.
+
+Under ``torchrun`` (a process group joined with :func:`neuralode.training.distributed.init_distributed`)
+the model is wrapped in ``DistributedDataParallel`` and each rank's batch source must give its own shard
+of every global batch (``ImageBatches(rank=..., world_size=...)``). DDP averages the gradients, so with
+equal shards and a mean loss every step equals the single-process one. The loss and the extra scalars
+are averaged over ranks before logging; NFE are logged as the mean over ranks plus ``*_max``; seconds per
+iteration and peak memory are the maximum over ranks. Evaluation runs on rank 0 only, on the unwrapped
+model, and its metrics are broadcast so every rank keeps the same history. Only rank 0 writes files
+(TensorBoard, ``epochs.csv``, ``checkpoint.pt``, ``result.json``) and prints; every rank resumes from the
+checkpoint, which holds the unwrapped model's state, so a run may resume with another number of processes.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import distributed as dist
 from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from .monitor import ode_nfe, peak_memory_mb
 from .reproducibility import rng_state, set_rng_state
@@ -83,7 +94,19 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.resumed_from: int | None = None
+        if dist.env_world_size() > 1 and not dist.is_distributed():
+            raise RuntimeError(
+                "started by torchrun (WORLD_SIZE > 1) but no process group: call "
+                "neuralode.training.distributed.init_distributed(device) first and shard the batches, or "
+                "every process would train alone and write the same files"
+            )
         self._resume()
+        self.world_size = dist.world_size()
+        self.main = dist.is_main()
+        self.ddp_model: nn.Module = self.model
+        if dist.is_distributed():
+            ids = [device.index] if device.type == "cuda" and device.index is not None else None
+            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     @property
     def steps_done(self) -> int:
@@ -128,36 +151,40 @@ class Trainer:
         """
         if self.epoch >= self.config.epochs and (self.run_dir / RESULT).exists():
             return json.loads((self.run_dir / RESULT).read_text())
-        logger = RunLogger(self.run_dir, start_step=self.steps_done, tensorboard=self.config.tensorboard)
+        logger = _logger(self.run_dir, self.steps_done, self.config.tensorboard, self.main)
         try:
             while self.epoch < self.config.epochs:
                 self._train_epoch(logger)
             result = self._result()
-            atomic_write_json(self.run_dir / RESULT, result)
+            if self.main:
+                atomic_write_json(self.run_dir / RESULT, result)
             logger.hparams(self.config.hparams, {k: v for k, v in result["final"].items() if _is_number(v)})
         finally:
             logger.close()
+        dist.barrier()  # result.json exists before any rank returns
         return result
 
-    def _train_epoch(self, logger: RunLogger) -> None:
+    def _train_epoch(self, logger: RunLogger | _NoLogger) -> None:
         cfg = self.config
-        self.model.train()
+        self.ddp_model.train()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         sums = {"loss": 0.0, "nfe_forward": 0.0, "nfe_backward": 0.0, "grad_norm": 0.0, "seconds": 0.0}
+        if self.world_size > 1:
+            sums.update(nfe_forward_max=0.0, nfe_backward_max=0.0)
         extra_sums: dict[str, float] = {}
         count = 0
-        bar = _progress(cfg, self.epoch)
+        bar = _progress(cfg, self.epoch) if self.main else None
         for index, batch in enumerate(self.batches(self.epoch)):
             if index >= cfg.batches_per_epoch:
                 break
             step = self.steps_done + index
             lr = self._set_lr((self.epoch + index / cfg.batches_per_epoch) / cfg.epochs)
             start = time.perf_counter()
-            loss, extra = self.loss_fn(self.model, batch)
+            loss, extra = self.loss_fn(self.ddp_model, batch)
             nfe_forward, _ = ode_nfe(self.model)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # under DDP this also averages the gradients over ranks
             _, nfe_backward = ode_nfe(self.model)
             grad_norm = nn.utils.clip_grad_norm_(
                 self.model.parameters(), math.inf if cfg.max_grad_norm is None else cfg.max_grad_norm
@@ -165,21 +192,29 @@ class Trainer:
             self.optimizer.step()
             loss_value = loss.item()  # synchronises, so the time below is the step's
             seconds = time.perf_counter() - start
+            values = {"loss": loss_value, "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
+                      "grad_norm": grad_norm.item(), "seconds": seconds}  # fmt: skip
+            extra = {k: float(v) for k, v in extra.items()}
+            if self.world_size > 1:  # every rank takes part before any may stop, or the others would hang
+                values, extra = self._reduce_step(values, extra)
+            loss_value, nfe_forward, nfe_backward = (
+                values[k] for k in ("loss", "nfe_forward", "nfe_backward")
+            )
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
                     f"training loss is {loss_value} at epoch {self.epoch}, iteration {index}"
                 )
-            values = {"loss": loss_value, "nfe_forward": nfe_forward, "nfe_backward": nfe_backward,
-                      "grad_norm": grad_norm.item(), "seconds": seconds}  # fmt: skip
-            for key, value in values.items():
-                sums[key] += value
+            for key in sums:
+                sums[key] += values[key]
             for key, value in extra.items():
                 extra_sums[key] = extra_sums.get(key, 0.0) + float(value)
             count += 1
             logger.scalars(
                 {"train/loss": loss_value, "train/lr": lr, "nfe/forward": nfe_forward,
-                 "nfe/backward": nfe_backward, "time/seconds_per_iteration": seconds,
-                 "memory/peak_mb": peak_memory_mb(self.device), "train/grad_norm": grad_norm.item(),
+                 "nfe/backward": nfe_backward, "time/seconds_per_iteration": values["seconds"],
+                 "memory/peak_mb": values.get("peak_mb", peak_memory_mb(self.device)),
+                 "train/grad_norm": values["grad_norm"],
+                 **{f"nfe/{k[4:]}": v for k, v in values.items() if k.endswith("_max")},
                  **{f"train/{k}": float(v) for k, v in extra.items()}},
                 step,
             )  # fmt: skip
@@ -191,9 +226,14 @@ class Trainer:
         if count == 0:
             raise ValueError(f"the batch source gave no batches for epoch {self.epoch}")
         train_peak_memory = peak_memory_mb(self.device)  # before evaluation, which may use larger batches
-        self.model.eval()
-        with torch.no_grad():
-            metrics = dict(self.evaluate(self.model))
+        if self.world_size > 1:
+            train_peak_memory = dist.reduce_max({"peak": train_peak_memory})["peak"]
+        self.ddp_model.eval()
+        metrics: dict[str, Any] | None = None
+        if self.main:  # the unwrapped model: DDP's forward would wait for the other ranks
+            with torch.no_grad():
+                metrics = dict(self.evaluate(self.model))
+        metrics = dist.broadcast_object(metrics)
         row = {
             "epoch": self.epoch + 1,
             **{f"train_{k}": v / count for k, v in sums.items() if k != "seconds"},
@@ -209,10 +249,21 @@ class Trainer:
         epoch_step = self.steps_done - 1
         logger.scalars({f"epoch/{k}": float(v) for k, v in row.items() if _is_number(v)}, epoch_step)
         logger.epochs(self.history)
-        self._checkpoint()
-        if self.config.progress:
+        if self.main:
+            self._checkpoint()
+        if self.config.progress and self.main:
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in row.items())
             print(f"epoch {self.epoch}/{cfg.epochs}: {shown}", flush=True)
+
+    def _reduce_step(
+        self, values: dict[str, float], extra: dict[str, float]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """One step's scalars over ranks: loss and extras averaged, NFE mean and max, time and memory max."""
+        means = dist.reduce_metrics({"loss": values["loss"], **{f"extra/{k}": v for k, v in extra.items()}})
+        nfe = dist.reduce_nfe(values["nfe_forward"], values["nfe_backward"])
+        maxima = dist.reduce_max({"seconds": values["seconds"], "peak_mb": peak_memory_mb(self.device)})
+        reduced = {**values, "loss": means["loss"], **nfe, **maxima}  # grad_norm: the same on every rank
+        return reduced, {k[len("extra/") :]: v for k, v in means.items() if k.startswith("extra/")}
 
     def _set_lr(self, progress: float) -> float:
         if self.lr_at is None:
@@ -235,6 +286,27 @@ class Trainer:
             "resumed_from_epoch": self.resumed_from,
             **self.metadata,
         }
+
+
+class _NoLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Discard."""
+
+    def epochs(self, history: Any) -> None:
+        """Discard."""
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+        """Discard."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _logger(run_dir: Path, start_step: int, tensorboard: bool, main: bool) -> RunLogger | _NoLogger:
+    """A :class:`RunLogger` on rank 0, a :class:`_NoLogger` elsewhere."""
+    return RunLogger(run_dir, start_step=start_step, tensorboard=tensorboard) if main else _NoLogger()
 
 
 def _progress(config: TrainerConfig, epoch: int) -> Any:

@@ -113,4 +113,6 @@ def run_metadata(device: torch.device, seed: int) -> dict[str, Any]:
         "packages": package_versions(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
     }
