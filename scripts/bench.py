@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import neuralode  # noqa: E402
+import neuralode.adjoint  # noqa: E402
 from neuralode.models.mnist import ConvODEFunc  # noqa: E402
 from neuralode.training.monitor import current_rss_mb, peak_rss_mb, reset_peak_rss  # noqa: E402
 from neuralode.training.reproducibility import git_commit  # noqa: E402
@@ -133,6 +134,7 @@ def library_version(name: str) -> str:
 
 
 def solve_neuralode(field, y0, t, rtol, atol, mode, method="dopri5", options=None):
+    mode = mode.removesuffix("-nocarry")  # the flag itself is set around forward+backward by the caller
     if mode in ("direct", "nograd"):
         return neuralode.odeint(field, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     adjoint_options = {"norm": "seminorm"} if mode == "seminorm" else None
@@ -184,6 +186,9 @@ MODES = {  # which gradient modes each library supports
     "torchdiffeq": ("direct", "adjoint", "seminorm"),
     "torchode": ("direct", "adjoint"),
 }
+# Case 3 also runs neuralode's adjoint without carrying the step size across output intervals (the A/B
+# of that lever: neuralode.adjoint.CARRY_STEP_SIZE off).
+NOCARRY_MODES = ("adjoint-nocarry", "seminorm-nocarry")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,17 +351,19 @@ def case_gradients(libs: list[str], cfg: dict) -> list[dict]:
         y0, t, weights = gradient_problem(batch, dtype, cfg["n_times"])
         jobs = {}
         for lib in libs:
-            for mode in MODES[lib]:
+            for mode in MODES[lib] + (NOCARRY_MODES if lib == "neuralode" else ()):
                 field = Timed(make_mlp(dtype))
 
                 def job(lib=lib, mode=mode, field=field, y0=y0, t=t, weights=weights) -> dict:
                     field.zero_grad(set_to_none=True)
                     field.reset()
+                    neuralode.adjoint.CARRY_STEP_SIZE = not mode.endswith("-nocarry")
                     start = time.perf_counter()
                     ys = SOLVE[lib](field, y0, t, cfg["tol"], cfg["tol"], mode)
                     nfe_forward = field.calls
                     (ys * weights).sum().backward()
                     seconds = time.perf_counter() - start
+                    neuralode.adjoint.CARRY_STEP_SIZE = True
                     grad = flat_grad(field)
                     return {
                         "seconds": seconds,
@@ -604,7 +611,9 @@ def write_markdown(result: dict, path: Path) -> None:
         ]
         out += [
             "Loss: sum of the outputs times fixed random weights; gradient with respect to the field's "
-            "parameters, relative error (2-norm) against float64 direct backprop through dopri8 at 1e-12.",
+            "parameters, relative error (2-norm) against float64 direct backprop through dopri8 at 1e-12. "
+            "`-nocarry`: neuralode's adjoint with `neuralode.adjoint.CARRY_STEP_SIZE = False` (each "
+            "output interval of the backward pass re-selects its initial step, as before this lever).",
             "",
             "| dtype | library | mode | fwd+bwd time (ms) | vs neuralode same mode | NFE fwd | NFE bwd "
             "| grad rel. error |",

@@ -95,7 +95,7 @@ def test_smoke_run_writes_results(tmp_path):
     assert forward and {"seconds", "func_seconds", "overhead_ratio", "nfe", "error"} <= set(forward[0])
     assert all(row["nfe"] > 0 and row["overhead_ratio"] >= 1.0 for row in forward)
     modes = {row["mode"] for row in result["case3_gradients"]}
-    assert modes == {"direct", "adjoint", "seminorm"}
+    assert modes == {"direct", "adjoint", "seminorm", "adjoint-nocarry", "seminorm-nocarry"}
     assert all(row["grad_rel_error"] < 1e-2 for row in result["case3_gradients"])
     assert {row["mode"] for row in result["case4_block"]} == {"forward", "adjoint", "seminorm"}
     assert {(row["mode"], row["steps"]) for row in result["case5_memory"]} == {("direct", 2), ("adjoint", 2)}
