@@ -167,8 +167,8 @@ def solve_torchode(field, y0, t, rtol, atol, mode, method="dopri5", options=None
     controller = torchode.IntegralController(atol=atol, rtol=rtol, term=term)
     if mode in ("direct", "nograd"):
         solver = torchode.AutoDiffAdjoint(step, controller)
-    elif mode == "adjoint":
-        solver = torchode.BacksolveAdjoint(term, step, controller)
+    elif mode == "adjoint":  # the joint variant: one backward solve of the whole batch, like the others
+        solver = torchode.JointBacksolveAdjoint(term, step, controller)
     else:
         raise NotImplementedError("torchode has no seminorm adjoint")
     t_eval = t.to(y0.dtype).expand(batch, -1)
@@ -423,6 +423,7 @@ def case_block(libs: list[str], cfg: dict) -> list[dict]:
                         "seconds": time.perf_counter() - start,
                         "nfe_forward": field.calls,
                         "nfe_backward": 0,
+                        "func_seconds": field.seconds,
                     }
                 ys = SOLVE[lib](field, x, t, tol, tol, mode)
                 nfe_forward = field.calls
@@ -431,6 +432,7 @@ def case_block(libs: list[str], cfg: dict) -> list[dict]:
                     "seconds": time.perf_counter() - start,
                     "nfe_forward": nfe_forward,
                     "nfe_backward": field.calls - nfe_forward,
+                    "func_seconds": field.seconds,
                 }
 
             jobs[(lib, mode)] = job
@@ -533,7 +535,9 @@ def write_markdown(result: dict, path: Path) -> None:
         f"- load average before the run: {meta['load_before']}; after: {meta['load_after']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- libraries left out: {meta['missing'] or 'none'}",
-        f"- total benchmark time: {meta['total_seconds']:.0f} s",
+        f"- total benchmark time: {meta['total_seconds']:.0f} s (per case: "
+        + ", ".join(f"{k}: {v:.0f} s" for k, v in meta["case_seconds"].items())
+        + ")",
         "",
         "Times are medians over round-robin interleaved repeats in one process; ratios are peer time / "
         "neuralode time (> 1 means neuralode is faster). NFE is counted by the same wrapper around the "
@@ -643,8 +647,9 @@ def write_markdown(result: dict, path: Path) -> None:
             "",
         ]
         out += [
-            "| library | pass | time (ms) | vs neuralode same pass | NFE fwd | NFE bwd |",
-            "|---|---|---|---|---|---|",
+            "| library | pass | time (ms) | vs neuralode same pass | NFE fwd | NFE bwd "
+            "| total / time in func |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in block:
             base = next((r for r in block if r["mode"] == row["mode"] and r["library"] == "neuralode"), None)
@@ -652,11 +657,17 @@ def write_markdown(result: dict, path: Path) -> None:
             out.append(
                 f"| {row['library']} | {label} | {row['seconds'] * 1e3:.0f} | "
                 f"{ratio(base and base['seconds'], row['seconds'])} | {row['nfe_forward']:.0f} | "
-                f"{row['nfe_backward']:.0f} |"
+                f"{row['nfe_backward']:.0f} | {row['seconds'] / row['func_seconds']:.2f} |"
             )
         out += [
             "",
-            "torchode's forward+backward row uses its BacksolveAdjoint; its NFE counts calls of the "
+            "Time in func: wall time inside the field's calls (in the backward pass that includes only the "
+            "field's forward, not its vector-Jacobian product, so the backward rows' ratio is not an "
+            "overhead).",
+            "",
+            "torchode's adjoint rows use its JointBacksolveAdjoint (the whole batch as one problem, forward "
+            "and backward, as in the two others; its per-sample BacksolveAdjoint was 5x slower "
+            "than neuralode on this case in a development run); its NFE counts calls of the "
             "batched field (each call evaluates every sample, at per-sample times).",
             "",
         ]
@@ -786,16 +797,22 @@ def main() -> None:
         "case4_block": [],
         "case5_memory": [],
     }
+    case_seconds = {}
+    clock = time.perf_counter()
     if "1" in args.cases:
         result["case1_forward"] = case_forward(libs, cfg)
         result["case1_sweep"] = case_sweep(libs, cfg)
+        case_seconds["1"], clock = time.perf_counter() - clock, time.perf_counter()
     if "3" in args.cases:
         result["case3_gradients"] = case_gradients(libs, cfg)
+        case_seconds["3"], clock = time.perf_counter() - clock, time.perf_counter()
     if "4" in args.cases:
         result["case4_block"] = case_block(libs, cfg)
+        case_seconds["4"], clock = time.perf_counter() - clock, time.perf_counter()
     if "5" in args.cases:
         result["case5_memory"] = case_memory(libs, cfg, args.threads)
         plot_memory(result["case5_memory"], out_dir / "bench_memory.png")
+        case_seconds["5"] = time.perf_counter() - clock
 
     result["config"] = {
         k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)
@@ -818,6 +835,7 @@ def main() -> None:
         "load_before": load_before,
         "load_after": load_average(),
         "total_seconds": time.perf_counter() - start,
+        "case_seconds": {k: round(v, 1) for k, v in case_seconds.items()},
         "note": args.note,
     }
     (out_dir / "bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
