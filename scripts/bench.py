@@ -523,6 +523,89 @@ def ratio(a: float | None, b: float | None) -> str:
     return "-" if a is None or b is None or a == 0 else f"{b / a:.2f}x"
 
 
+def summary_lines(result: dict) -> list[str]:
+    """The issue's targets next to this run's ratios (peer median / neuralode median)."""
+    lines = ["## Against the targets of issue 8", "", "| target | measured | met |", "|---|---|---|"]
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        lines.append(f"| {target} | {measured} | {'-' if met is None else ('yes' if met else 'no')} |")
+
+    def pick(rows, **match):
+        return next((r for r in rows if all(r.get(k) == v for k, v in match.items())), None)
+
+    forward = result["case1_forward"]
+    for batch, goal, overhead_goal in ((512, 2.0, 1.35), (16, 2.5, 1.6)):
+        for dtype in ("float32", "float64"):
+            ours = pick(forward, batch=batch, dtype=dtype, library="neuralode")
+            peer = pick(forward, batch=batch, dtype=dtype, library="torchdiffeq")
+            if ours and peer:
+                r = peer["seconds"] / ours["seconds"]
+                add(
+                    f"case 1, batch {batch} {dtype}: >= {goal}x torchdiffeq, NFE <= its NFE",
+                    f"{r:.2f}x, NFE {ours['nfe']:.0f} vs {peer['nfe']:.0f}",
+                    r >= goal and ours["nfe"] <= peer["nfe"],
+                )
+            if ours:
+                add(
+                    f"case 2, batch {batch} {dtype}: overhead <= {overhead_goal}",
+                    f"{ours['overhead_ratio']:.2f}",
+                    ours["overhead_ratio"] <= overhead_goal,
+                )
+    for dtype in ("float32", "float64"):
+        for mode in ("adjoint", "seminorm"):
+            ours = pick(result["case3_gradients"], dtype=dtype, library="neuralode", mode=mode)
+            peers = [
+                pick(result["case3_gradients"], dtype=dtype, library=lib, mode=mode)
+                for lib in ("torchdiffeq", "torchode")
+            ]
+            peers = [p for p in peers if p]
+            if ours and peers:
+                ratios = ", ".join(f"{p['library']} {p['seconds'] / ours['seconds']:.2f}x" for p in peers)
+                add(
+                    f"case 3, {dtype} {mode}: faster than the peers",
+                    ratios,
+                    all(p["seconds"] > ours["seconds"] for p in peers),
+                )
+    block = result["case4_block"]
+    for mode in ("adjoint", "seminorm"):
+        ours = pick(block, library="neuralode", mode=mode)
+        tdq = pick(block, library="torchdiffeq", mode=mode)
+        tode = pick(block, library="torchode", mode="adjoint")
+        if ours and tdq:
+            r = tdq["seconds"] / ours["seconds"]
+            extra = f", torchode (adjoint) {tode['seconds'] / ours['seconds']:.2f}x" if tode else ""
+            add(
+                f"case 4, {mode}: >= 2.5x torchdiffeq, faster than torchode",
+                f"torchdiffeq {r:.2f}x{extra}",
+                r >= 2.5 and (tode is None or tode["seconds"] > ours["seconds"]),
+            )
+    memory = result["case5_memory"]
+    ours = sorted(
+        (r["steps"], r["peak_mb"]) for r in memory if r["library"] == "neuralode" and r["mode"] == "adjoint"
+    )
+    peer = sorted(
+        (r["steps"], r["peak_mb"]) for r in memory if r["library"] == "torchdiffeq" and r["mode"] == "adjoint"
+    )
+    if len(ours) >= 2:
+        spread = max(m for _, m in ours) - min(m for _, m in ours)
+        no_higher = not peer or ours[-1][1] <= peer[-1][1] + 5
+        add(
+            "case 5: adjoint peak flat over steps (a few MB), no higher than torchdiffeq's",
+            f"spread {spread:.0f} MiB over {ours[0][0]}-{ours[-1][0]} steps; at {ours[-1][0]} steps "
+            f"{ours[-1][1]:.0f} vs torchdiffeq {peer[-1][1]:.0f} MiB"
+            if peer
+            else f"spread {spread:.0f} MiB",
+            spread <= 5 and no_higher,
+        )
+    direct = sorted(
+        (r["steps"], r["peak_mb"]) for r in memory if r["library"] == "neuralode" and r["mode"] == "direct"
+    )
+    if len(direct) >= 2:
+        slope = (direct[-1][1] - direct[0][1]) / (direct[-1][0] - direct[0][0])
+        add("case 5: direct backprop grows (about 30 MB per step)", f"{slope:.0f} MiB per rk4 step", None)
+    return [*lines, "", "Ratios are from this one run; on a shared machine they move between runs.", ""]
+
+
 def write_markdown(result: dict, path: Path) -> None:
     meta = result["meta"]
     libs = meta["libraries"]
@@ -546,9 +629,18 @@ def write_markdown(result: dict, path: Path) -> None:
         "(per-sample step sizes); neuralode and torchdiffeq control the whole batch with one step size.",
         "",
     ]
+    if meta.get("shared"):
+        out += [
+            f"**The machine was shared with other jobs during this run** (1-minute load average "
+            f"{meta['load_before'].split()[0]} before it started, on {os.cpu_count()} logical CPUs): "
+            "absolute times are inflated and noisy; the interleaved medians and ratios are what to read, and "
+            "even they move by some 10-30% between runs.",
+            "",
+        ]
     if meta.get("note"):
         out += [meta["note"], ""]
 
+    out += summary_lines(result)
     forward = result["case1_forward"]
     cfg = result["config"]
     out += [
@@ -731,17 +823,17 @@ def config(quick: bool) -> dict:
         "batches": [512, 16],
         "n_times": 10,
         "tol": 1e-6,
-        "repeats": 7,
+        "repeats": 21,
         "sweep_batch": 512,
         "sweep_tols": [1e-4, 1e-5, 1e-6, 1e-7, 1e-8],
-        "sweep_repeats": 3,
+        "sweep_repeats": 7,
         "grad_batch": 512,
         "grad_dtypes": [torch.float32, torch.float64],
-        "grad_repeats": 3,
+        "grad_repeats": 5,
         "block_channels": 64,
         "block_size": 6,
         "block_batch": 128,
-        "block_repeats": 3,
+        "block_repeats": 5,
         "memory_steps": [10, 40, 160],
     }
 
@@ -834,6 +926,7 @@ def main() -> None:
         },
         "load_before": load_before,
         "load_after": load_average(),
+        "shared": load_before != "unknown" and float(load_before.split()[0]) >= 1.0,
         "total_seconds": time.perf_counter() - start,
         "case_seconds": {k: round(v, 1) for k, v in case_seconds.items()},
         "note": args.note,
