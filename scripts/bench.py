@@ -196,15 +196,19 @@ NOCARRY_MODES = ("adjoint-nocarry", "seminorm-nocarry")
 
 
 def round_robin(jobs: dict[str, Callable[[], dict]], repeats: int, warmup: int = 1) -> dict[str, dict]:
-    """Run every job ``warmup`` times, then ``repeats`` times interleaved (job A, B, C, A, B, C, ...);
-    each job returns a dict with "seconds" and other per-run values; report medians of the numbers."""
+    """Run every job ``warmup`` times, then ``repeats`` times interleaved, each round starting one job
+    later (A B C, B C A, C A B, ...) so that no job always follows the same predecessor (whose freed
+    memory and caches it would inherit); each job returns a dict with "seconds" and other per-run
+    values; report medians of the numbers."""
     for _ in range(warmup):
         for job in jobs.values():
             job()
+    names = list(jobs)
     runs: dict[str, list[dict]] = {name: [] for name in jobs}
-    for _ in range(repeats):
-        for name, job in jobs.items():
-            runs[name].append(job())
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            runs[name].append(jobs[name]())
     out = {}
     for name, rows in runs.items():
         summary = {}
