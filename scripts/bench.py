@@ -876,6 +876,7 @@ def main() -> None:
 
     start = time.perf_counter()
     load_before = load_average()
+    commit = git_commit(ROOT)  # now: the run rewrites the tracked results/bench.*, which would read as -dirty
     libs, missing = available_libraries(args.libraries)
     if "neuralode" not in libs:
         parser.error("--libraries must include neuralode (ratios are relative to it)")
@@ -917,7 +918,7 @@ def main() -> None:
     }
     result["meta"] = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(ROOT),
+        "commit": commit,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
         f"{platform.system()} {platform.release()}",
         "threads": torch.get_num_threads(),
