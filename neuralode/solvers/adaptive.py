@@ -80,8 +80,11 @@ class AdaptiveRKSolver(Solver):
         jump_set = set(jumps)
 
         f0 = func(t, y)
+        hint = problem.step_hint
         if opts.first_step is not None:
             h = float(opts.first_step)
+        elif hint is not None and hint.h is not None:
+            h = hint.h
         else:
             h = initial_step(func, t, y, f0, direction, k - 1, rtol, atol, norm)
         buffer = stage_buffer(dtab, y)
@@ -180,6 +183,8 @@ class AdaptiveRKSolver(Solver):
             t, y, f0, y_abs = t1, y1, f1, y1.abs()
             h = controller.next_step(abs(dt), ratio, accepted=True)
 
+        if hint is not None:
+            hint.h = h
         return torch.stack(outputs)
 
     @staticmethod

@@ -26,6 +26,9 @@ class FlatProblem:
         user_func, user_y0: the user's func and y0, for a ``grid_constructor``.
         callbacks: the user's step callbacks on the flat state (None: none defined).
         grid: a fixed grid to use instead of calling the ``grid_constructor`` (the adjoint's slices).
+        step_hint: adaptive methods start from ``step_hint.h`` when it is set (and ``first_step`` is
+            not), instead of the initial-step selection, and leave their last proposed step in it: the
+            adjoint's interval solves carry the step size from one interval to the next.
     """
 
     func: Callable[[float, Tensor], Tensor]
@@ -40,6 +43,14 @@ class FlatProblem:
     t_tensor: Tensor | None = None
     callbacks: Any = None
     grid: list[float] | None = None
+    step_hint: StepHint | None = None
+
+
+@dataclass
+class StepHint:
+    """A step size handed from one solve to the next (see ``FlatProblem.step_hint``)."""
+
+    h: float | None = None
 
 
 class Solver:
