@@ -25,10 +25,6 @@ from .solvers.fixed_grid import check_grid
 from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
 
-CARRY_STEP_SIZE = True
-"""The backward pass's interval solves (one per output interval) start from the step size the previous
-interval ended with instead of re-running the initial-step selection. A switch for benchmarks (A/B)."""
-
 
 @dataclasses.dataclass
 class _AdjointSetup:
@@ -198,7 +194,7 @@ def _backward_solve(
     a_t = torch.zeros(1, dtype=dtype, device=device)
     grad_t = torch.zeros(len(times), dtype=dtype, device=device) if need_t else None
     # each interval starts from the step size the previous one ended with (no initial-step selection)
-    hint = StepHint() if CARRY_STEP_SIZE else None
+    hint = StepHint() if getattr(setup.solver.options, "carry_step_size", False) else None
     for i in range(len(times) - 1, 0, -1):
         if need_t:  # dL/dt_i = <dL/dy_i, f(t_i, y_i)>; it also enters the running a_t
             with torch.no_grad():

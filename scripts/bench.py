@@ -134,10 +134,11 @@ def library_version(name: str) -> str:
 
 
 def solve_neuralode(field, y0, t, rtol, atol, mode, method="dopri5", options=None):
-    mode = mode.removesuffix("-nocarry")  # the flag itself is set around forward+backward by the caller
+    carry = {"carry_step_size": False} if mode.endswith("-nocarry") else {}
+    mode = mode.removesuffix("-nocarry")
     if mode in ("direct", "nograd"):
         return neuralode.odeint(field, y0, t, rtol=rtol, atol=atol, method=method, options=options)
-    adjoint_options = {"norm": "seminorm"} if mode == "seminorm" else None
+    adjoint_options = {**({"norm": "seminorm"} if mode == "seminorm" else {}), **carry} or None
     return neuralode.odeint_adjoint(
         field, y0, t, rtol=rtol, atol=atol, method=method, options=options, adjoint_options=adjoint_options
     )
@@ -187,7 +188,7 @@ MODES = {  # which gradient modes each library supports
     "torchode": ("direct", "adjoint"),
 }
 # Case 3 also runs neuralode's adjoint without carrying the step size across output intervals (the A/B
-# of that lever: neuralode.adjoint.CARRY_STEP_SIZE off).
+# of that lever: adjoint_options={"carry_step_size": False}).
 NOCARRY_MODES = ("adjoint-nocarry", "seminorm-nocarry")
 
 
@@ -361,13 +362,11 @@ def case_gradients(libs: list[str], cfg: dict) -> list[dict]:
                 def job(lib=lib, mode=mode, field=field, y0=y0, t=t, weights=weights) -> dict:
                     field.zero_grad(set_to_none=True)
                     field.reset()
-                    neuralode.adjoint.CARRY_STEP_SIZE = not mode.endswith("-nocarry")
                     start = time.perf_counter()
                     ys = SOLVE[lib](field, y0, t, cfg["tol"], cfg["tol"], mode)
                     nfe_forward = field.calls
                     (ys * weights).sum().backward()
                     seconds = time.perf_counter() - start
-                    neuralode.adjoint.CARRY_STEP_SIZE = True
                     grad = flat_grad(field)
                     return {
                         "seconds": seconds,
@@ -713,7 +712,7 @@ def write_markdown(result: dict, path: Path) -> None:
         out += [
             "Loss: sum of the outputs times fixed random weights; gradient with respect to the field's "
             "parameters, relative error (2-norm) against float64 direct backprop through dopri8 at 1e-12. "
-            "`-nocarry`: neuralode's adjoint with `neuralode.adjoint.CARRY_STEP_SIZE = False` (each "
+            "`-nocarry`: neuralode's adjoint with `adjoint_options={'carry_step_size': False}` (each "
             "output interval of the backward pass re-selects its initial step, as before this lever).",
             "",
             "| dtype | library | mode | fwd+bwd time (ms) | vs neuralode same mode | NFE fwd | NFE bwd "

@@ -113,6 +113,8 @@ class AdaptiveOptions(_Options):
         step_t: times the solver must step to exactly (alias ``step_locations``).
         dtype: dtype of time values put on the device (float64 default; float32 where unsupported).
             Step-size arithmetic itself runs on the host in double precision.
+        carry_step_size: ``adjoint_options`` only: each interval of the backward solve starts from the
+            step size the previous one ended with, instead of a new initial-step selection (True default).
     """
 
     first_step: float | None = None
@@ -127,6 +129,7 @@ class AdaptiveOptions(_Options):
     jump_t: Tensor | None = None
     step_t: Tensor | None = None
     dtype: torch.dtype = torch.float64
+    carry_step_size: bool = True
     # torchdiffeq's names for the same options
     ALIASES: ClassVar[dict[str, str]] = {"step_locations": "step_t", "jump_locations": "jump_t"}
 
@@ -158,6 +161,8 @@ class AdaptiveOptions(_Options):
                 raise ValueError(f"{arg}[{name!r}] contains NaN or infinite times")
         if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise ValueError(f"{arg}['dtype'] must be a floating torch.dtype, got {self.dtype!r}")
+        if not isinstance(self.carry_step_size, bool):
+            raise ValueError(f"{arg}['carry_step_size'] must be True or False, got {self.carry_step_size!r}")
 
 
 def _int_in(value: Any, name: str, arg: str, low: int, high: int) -> None:
