@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.latent_ode import build_model, load_series, predict  # noqa: E402
+from experiments.latent_ode import build_model, load_series, predict, rmse  # noqa: E402
 from neuralode.training import load_checkpoint  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def plot_extrapolation(runs: Path, observed: int, out: Path, examples: int = 4) 
     for r, (net, label) in enumerate(rows):
         cfg, model, result = load_run(runs / net / f"n{observed}" / "default")
         _, test = load_series(cfg, cpu)
-        predicted, path = predict(model, test)
+        predicted, reconstructions, _ = predict(model, test)
         window = test.spirals.window
         for k in range(examples):
             ax = axes[r, k]
@@ -73,11 +73,10 @@ def plot_extrapolation(runs: Path, observed: int, out: Path, examples: int = 4) 
             x, _ = test.observed(slice(k, k + 1))
             ax.plot(*truth.T, color="0.6", lw=1, label="true trajectory")
             ax.plot(*x[0].T, ".", color="tab:blue", ms=3, label="observations")
-            if path is not None:
-                reconstruction = model.decoder(path[:window, k, : model.latent_dim]).detach()
-                ax.plot(*reconstruction.T, "--", color="tab:red", lw=1, label="reconstruction")
+            if reconstructions is not None:
+                ax.plot(*reconstructions[k].T, "--", color="tab:red", lw=1, label="reconstruction")
             ax.plot(*predicted[k].T, color="tab:red", lw=1.5, label="extrapolation")
-            err = torch.sqrt(torch.mean((predicted[k] - truth[window:]) ** 2)).item()
+            err = rmse(predicted[k], truth[window:])
             direction = "clockwise" if test.spirals.clockwise[k] else "counter-clockwise"
             ax.set_title(f"{label}: {direction}\nRMSE {err:.3f}", fontsize=9)
             ax.tick_params(labelsize=7)
@@ -90,7 +89,7 @@ def plot_extrapolation(runs: Path, observed: int, out: Path, examples: int = 4) 
 def plot_latent_paths(runs: Path, observed: int, out: Path, count: int = 60) -> None:
     cfg, model, result = load_run(runs / "latent_ode" / f"n{observed}" / "default")
     _, test = load_series(cfg, torch.device("cpu"))
-    _, path = predict(model, test)
+    _, _, path = predict(model, test)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for k in range(min(count, len(test.spirals))):
         clockwise = bool(test.spirals.clockwise[k])
@@ -107,11 +106,11 @@ def plot_latent_paths(runs: Path, observed: int, out: Path, count: int = 60) -> 
 def plot_poisson(run_dir: Path, out: Path, examples: int = 3) -> None:
     cfg, model, result = load_run(run_dir)
     _, test = load_series(cfg, torch.device("cpu"))
-    _, path = predict(model, test)
+    _, _, path = predict(model, test)
     inferred = model.intensity(path)
     times, window = test.spirals.times, test.spirals.window
-    error_in = torch.sqrt(torch.mean((inferred[:, :window] - test.intensity[:, :window]) ** 2)).item()
-    error_out = torch.sqrt(torch.mean((inferred[:, window:] - test.intensity[:, window:]) ** 2)).item()
+    error_in = rmse(inferred[:, :window], test.intensity[:, :window])
+    error_out = rmse(inferred[:, window:], test.intensity[:, window:])
     fig, axes = plt.subplots(examples, 1, figsize=(7, 2.2 * examples), sharex=True)
     for k, ax in enumerate(axes):
         ax.plot(times, test.intensity[k], color="0.4", label="true intensity")
