@@ -37,6 +37,13 @@ class RMSNorm:
         norms = [torch.linalg.vector_norm(pieces[i]) * self._inv_sqrt[i] for i in self.use]
         return norms[0] if len(norms) == 1 else torch.stack(norms).max()
 
+    def host(self, x: Tensor) -> float:
+        """The norm as a Python float: the engines' step control needs it on the host anyway, and
+        the scaling by 1/sqrt(n) is then a float product instead of one more tensor op."""
+        if self._single:
+            return float(torch.linalg.vector_norm(x)) * self._inv_sqrt[0]
+        return float(self(x))
+
 
 class UserNorm:
     """A user's ``norm(error_in_user_structure) -> scalar``, given the step-scaled error."""

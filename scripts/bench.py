@@ -72,11 +72,18 @@ class Timed(nn.Module):
         super().__init__()
         self.field = field
         self.flat_shape = flat_shape
-        self.calls = 0
-        self.seconds = 0.0
+        self.meter = Meter()  # a plain object: nn.Module.__setattr__ would cost some us per call
 
     def reset(self) -> None:
-        self.calls, self.seconds = 0, 0.0
+        self.meter.calls, self.meter.seconds = 0, 0.0
+
+    @property
+    def calls(self) -> int:
+        return self.meter.calls
+
+    @property
+    def seconds(self) -> float:
+        return self.meter.seconds
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         start = time.perf_counter()
@@ -86,9 +93,17 @@ class Timed(nn.Module):
             out = self.field(t.view(-1, 1, 1, 1), y.view(-1, *self.flat_shape)).flatten(1)
         else:
             out = self.field(t, y)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
+        meter = self.meter
+        meter.seconds += time.perf_counter() - start
+        meter.calls += 1
         return out
+
+
+class Meter:
+    """Calls and seconds inside a field (see ``Timed``)."""
+
+    def __init__(self) -> None:
+        self.calls, self.seconds = 0, 0.0
 
 
 class TanhMLP(nn.Module):

@@ -91,7 +91,7 @@ class AdaptiveRKSolver(Solver):
         outputs: list[Tensor] = [y]
         next_out, n_out = 1, len(times)
         next_stop = 0
-        y_abs = y.abs()
+        y_abs = y.detach().abs()
         attempts = nonfinite = 0
         last_rejection_nonfinite = False
 
@@ -128,7 +128,9 @@ class AdaptiveRKSolver(Solver):
                 callbacks.step(t, y, dt)
 
             K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
-            ratio = self._error_ratio(dtab, K, y_abs, y1, abs(dt), rtol, atol, norm, homogeneous)
+            y1_abs = y1.detach().abs()
+            K_t = buffer.stages_t if buffer is not None else K.t()
+            ratio = self._error_ratio(dtab, K_t, y_abs, y1_abs, abs(dt), rtol, atol, norm, homogeneous)
 
             if not math.isfinite(ratio):
                 counts.n_rejected += 1
@@ -180,7 +182,7 @@ class AdaptiveRKSolver(Solver):
                 next_stop += 1
                 if hit_stop in jump_set:  # derivative after the discontinuity
                     f1 = func(t1, y1, direction)
-            t, y, f0, y_abs = t1, y1, f1, y1.abs()
+            t, y, f0, y_abs = t1, y1, f1, y1_abs
             h = controller.next_step(abs(dt), ratio, accepted=True)
 
         if hint is not None:
@@ -191,20 +193,23 @@ class AdaptiveRKSolver(Solver):
     @torch.no_grad()
     def _error_ratio(
         dtab: DeviceTableau,
-        K: Tensor,
+        K_t: Tensor,
         y_abs: Tensor,
-        y1: Tensor,
+        y1_abs: Tensor,
         abs_dt: float,
         rtol: float,
         atol: float,
         norm,
         homogeneous: bool,
     ) -> float:
-        """norm(dt * K^T b_err / (atol + rtol * max(|y0|, |y1|))), synchronised to the host."""
-        scale = torch.maximum(y_abs, y1.abs()).mul_(rtol).add_(atol)
-        err = torch.mv(K.t(), dtab.b_err).div_(scale)
+        """norm(dt * K^T b_err / (atol + rtol * max(|y0|, |y1|))), synchronised to the host.
+
+        ``K_t`` is the (N, stages) transpose of the stage matrix.
+        """
+        scale = torch.maximum(y_abs, y1_abs).mul_(rtol).add_(atol)
+        err = torch.mv(K_t, dtab.b_err).div_(scale)
         if dtab.b_err_secondary is not None:  # DOP853: blend the 5th- and 3rd-order estimates
-            err3 = torch.mv(K.t(), dtab.b_err_secondary).div_(scale)
+            err3 = torch.mv(K_t, dtab.b_err_secondary).div_(scale)
             if not homogeneous:
                 err, err3 = err * abs_dt, err3 * abs_dt
             n5, n3 = norm(err), norm(err3)
@@ -212,7 +217,7 @@ class AdaptiveRKSolver(Solver):
             value = float(torch.where(denom == 0, torch.zeros_like(denom), n5 * n5 / denom))  # NaN stays NaN
             return value * abs_dt if homogeneous else value
         if homogeneous:
-            return float(norm(err)) * abs_dt
+            return norm.host(err) * abs_dt
         return float(norm(err * abs_dt))
 
     @staticmethod

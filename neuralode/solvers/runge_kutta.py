@@ -51,11 +51,27 @@ class DeviceTableau:
         self.num_dense_stages = tableau.num_dense_stages
 
 
-def stage_buffer(dtab: DeviceTableau, y: Tensor) -> Tensor | None:
-    """A reusable (dense stages, N) buffer when autograd is off, else None (stack instead)."""
+class StageBuffer:
+    """A (dense stages, N) buffer reused across steps, with its row and prefix views made once.
+
+    The views (row i, and rows :i transposed for the stage input's ``addmv``) are built here instead
+    of in every stage of every step: on small problems those view ops are a visible part of the cost.
+    """
+
+    def __init__(self, dtab: DeviceTableau, y: Tensor) -> None:
+        self.data = torch.empty((dtab.num_dense_stages, y.numel()), dtype=y.dtype, device=y.device)
+        n = dtab.num_dense_stages
+        self.rows = list(self.data.unbind(0))
+        self.prefix_t = [self.data[:i].t() for i in range(n + 1)]
+        self.stages = self.data[: dtab.num_stages]
+        self.stages_t = self.stages.t()
+
+
+def stage_buffer(dtab: DeviceTableau, y: Tensor) -> StageBuffer | None:
+    """A reusable stage buffer when autograd is off, else None (stack instead)."""
     if torch.is_grad_enabled():
         return None
-    return torch.empty((dtab.num_dense_stages, y.numel()), dtype=y.dtype, device=y.device)
+    return StageBuffer(dtab, y)
 
 
 def _perturbation(c: float, dt: float, start: bool, end: bool) -> float:
@@ -75,7 +91,7 @@ def rk_step(
     dt: float,
     y: Tensor,
     f0: Tensor,
-    buffer: Tensor | None,
+    buffer: StageBuffer | None,
     perturb_start: bool = False,
     perturb_end: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -88,11 +104,11 @@ def rk_step(
     s = dtab.num_stages
     yi = y
     if buffer is not None:
-        K = buffer[:s]
-        K[0].copy_(f0)
+        K, rows, prefix_t, a, c = buffer.stages, buffer.rows, buffer.prefix_t, dtab.a, dtab.c
+        rows[0].copy_(f0)
         for i in range(1, s):
-            yi = torch.addmv(y, K[:i].t(), dtab.a[i], alpha=dt)
-            K[i].copy_(func(t + dtab.c[i] * dt, yi, _perturbation(dtab.c[i], dt, perturb_start, perturb_end)))
+            yi = torch.addmv(y, prefix_t[i], a[i], alpha=dt)
+            rows[i].copy_(func(t + c[i] * dt, yi, _perturbation(c[i], dt, perturb_start, perturb_end)))
     else:
         ks = [f0]
         for i in range(1, s):
@@ -111,20 +127,19 @@ def dense_stages(
     y: Tensor,
     K: Tensor,
     f1: Tensor,
-    buffer: Tensor | None,
+    buffer: StageBuffer | None,
 ) -> Tensor:
     """All stages the interpolant needs: K, then f(t1, y1) unless FSAL, then the extra stages."""
     s = dtab.num_stages
-    if buffer is not None:
-        ext = buffer  # K already occupies its first s rows
+    if buffer is not None:  # K already occupies the first s rows
         n = s
         if not dtab.fsal:
-            ext[n].copy_(f1)
+            buffer.rows[n].copy_(f1)
             n += 1
         for c, a in zip(dtab.extra_c, dtab.extra_a, strict=True):
-            ext[n].copy_(func(t + c * dt, torch.addmv(y, ext[:n].t(), a, alpha=dt)))
+            buffer.rows[n].copy_(func(t + c * dt, torch.addmv(y, buffer.prefix_t[n], a, alpha=dt)))
             n += 1
-        return ext
+        return buffer.data
     rows = list(K.unbind(0)) if dtab.fsal else [*K.unbind(0), f1]
     for c, a in zip(dtab.extra_c, dtab.extra_a, strict=True):
         rows.append(func(t + c * dt, torch.addmv(y, torch.stack(rows, dim=1), a, alpha=dt)))
