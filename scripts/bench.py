@@ -464,6 +464,80 @@ def case_block(libs: list[str], cfg: dict) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Case 6: does torch.compile help on CPU?
+
+
+def _error_ratio_kernel(K_t: Tensor, b_err: Tensor, y_abs: Tensor, y1_abs: Tensor, rtol: float, atol: float):
+    """The solver's per-step error norm, written as one function so that torch.compile can fuse it."""
+    scale = torch.maximum(y_abs, y1_abs) * rtol + atol
+    return torch.linalg.vector_norm(torch.mv(K_t, b_err) / scale)
+
+
+def case_compile(cfg: dict) -> list[dict]:
+    """Eager vs ``torch.compile`` for the two things one could compile: the per-step error norm (the
+    solver's own arithmetic) and the vector field (the user's side), in a dopri5 solve of case 1."""
+    rows = []
+    for batch in cfg["batches"]:
+        n = 2 * batch
+        generator = torch.Generator().manual_seed(0)
+        K_t = torch.randn(7, n, generator=generator).t()
+        b_err, y_abs, y1_abs = torch.randn(7), torch.rand(n), torch.rand(n)
+        start = time.perf_counter()
+        compiled_kernel = torch.compile(_error_ratio_kernel, dynamic=False)
+        float(compiled_kernel(K_t, b_err, y_abs, y1_abs, 1e-6, 1e-6))
+        kernel_compile = time.perf_counter() - start
+        y0, t = mlp_problem(batch, torch.float32, cfg["n_times"])
+        field = make_mlp(torch.float32)
+        compiled_field = torch.compile(field, dynamic=False)
+        start = time.perf_counter()
+        with torch.no_grad():
+            neuralode.odeint(compiled_field, y0, t, rtol=cfg["tol"], atol=cfg["tol"])
+        field_compile = time.perf_counter() - start
+
+        def kernel_job(kernel, args: tuple) -> Callable[[], dict]:
+            def job() -> dict:
+                start = time.perf_counter()
+                for _ in range(100):
+                    float(kernel(*args, 1e-6, 1e-6))
+                return {"seconds": (time.perf_counter() - start) / 100}
+
+            return job
+
+        def solve_job(f, y0: Tensor, t: Tensor, tol: float) -> Callable[[], dict]:
+            def job() -> dict:
+                start = time.perf_counter()
+                with torch.no_grad():
+                    neuralode.odeint(f, y0, t, rtol=tol, atol=tol)
+                return {"seconds": time.perf_counter() - start}
+
+            return job
+
+        kernel_args = (K_t, b_err, y_abs, y1_abs)
+        result = round_robin(
+            {
+                "norm eager": kernel_job(_error_ratio_kernel, kernel_args),
+                "norm compiled": kernel_job(compiled_kernel, kernel_args),
+                "solve, field eager": solve_job(field, y0, t, cfg["tol"]),
+                "solve, field compiled": solve_job(compiled_field, y0, t, cfg["tol"]),
+            },
+            cfg["repeats"],
+        )
+        for what, compile_seconds in (("norm", kernel_compile), ("solve, field", field_compile)):
+            eager, compiled = result[f"{what} eager"], result[f"{what} compiled"]
+            rows.append(
+                {
+                    "batch": batch,
+                    "what": "error norm of one step" if what == "norm" else "dopri5 solve (case 1)",
+                    "eager_seconds": eager["seconds"],
+                    "compiled_seconds": compiled["seconds"],
+                    "compile_seconds": compile_seconds,
+                }
+            )
+        print(f"case 6 batch={batch} done", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
 # Case 5: peak memory, one fresh subprocess per point
 
 
@@ -622,6 +696,14 @@ def summary_lines(result: dict) -> list[str]:
     if len(direct) >= 2:
         slope = (direct[-1][1] - direct[0][1]) / (direct[-1][0] - direct[0][0])
         add("case 5: direct backprop grows (about 30 MB per step)", f"{slope:.0f} MiB per rk4 step", None)
+    for row in result.get("case6_compile", []):
+        if row["what"].startswith("dopri5"):
+            r = row["compiled_seconds"] / row["eager_seconds"]
+            add(
+                f"optional: torch.compile helps on CPU (batch {row['batch']}; kept only if it does)",
+                f"compiled field: {r:.2f}x the eager solve's time" + (" (not kept)" if r >= 1 else ""),
+                None,
+            )
     return [*lines, "", "Ratios are from this one run; on a shared machine they move between runs.", ""]
 
 
@@ -813,6 +895,26 @@ def write_markdown(result: dict, path: Path) -> None:
                 if all(c is not None for c in cells):
                     out.append(f"| {lib} | {mode} | " + " | ".join(cells) + " |")
         out += ["", "![memory](bench_memory.png)", ""]
+
+    compiled = result.get("case6_compile", [])
+    if compiled:
+        out += [
+            "## Case 6: torch.compile on CPU",
+            "",
+            "Eager vs `torch.compile(..., dynamic=False)` (inductor), float32, median per call; the compile "
+            "time is the first call's. The error norm is the solver's per-step arithmetic as one function; "
+            "the solve compiles the user's field (case 1's MLP) and leaves the solver eager.",
+            "",
+            "| batch | what | eager (us) | compiled (us) | compiled / eager | compile time (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in compiled:
+            eager, compiled_time = row["eager_seconds"], row["compiled_seconds"]
+            out.append(
+                f"| {row['batch']} | {row['what']} | {eager * 1e6:.1f} | {compiled_time * 1e6:.1f} | "
+                f"{compiled_time / eager:.2f} | {row['compile_seconds']:.1f} |"
+            )
+        out.append("")
     path.write_text("\n".join(out) + "\n")
 
 
@@ -875,13 +977,16 @@ def main() -> None:
     parser.add_argument(
         "--cases",
         nargs="+",
-        default=["1", "3", "4", "5"],
-        choices=["1", "3", "4", "5"],
-        help="case 2 comes with case 1",
+        default=None,
+        choices=["1", "3", "4", "5", "6"],
+        help="default: all; case 2 comes with case 1; 6 (the torch.compile check, some 30 s of compiling) "
+        "is left out of --quick unless named",
     )
     parser.add_argument("--note", default="", help="a line to put at the top of bench.md")
     parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cases is None:
+        args.cases = ["1", "3", "4", "5"] if args.quick else ["1", "3", "4", "5", "6"]
     torch.set_num_threads(args.threads)
     if args.memory_point:
         lib, mode, steps, channels, size, batch = args.memory_point
@@ -908,6 +1013,7 @@ def main() -> None:
         "case3_gradients": [],
         "case4_block": [],
         "case5_memory": [],
+        "case6_compile": [],
     }
     case_seconds = {}
     clock = time.perf_counter()
@@ -924,7 +1030,10 @@ def main() -> None:
     if "5" in args.cases:
         result["case5_memory"] = case_memory(libs, cfg, args.threads)
         plot_memory(result["case5_memory"], out_dir / "bench_memory.png")
-        case_seconds["5"] = time.perf_counter() - clock
+        case_seconds["5"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "6" in args.cases:
+        result["case6_compile"] = case_compile(cfg)
+        case_seconds["6"] = time.perf_counter() - clock
 
     result["config"] = {
         k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)
