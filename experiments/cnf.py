@@ -256,6 +256,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
             progress=cfg.progress,
             tensorboard=cfg.tensorboard,
             hparams=hparams(cfg, trace, epochs, per_epoch),
+            precision=cfg.precision,
         ),
         run_dir=run_dir,
         device=device,

@@ -265,7 +265,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
         model, optimizer, batches, make_loss(cfg, train), evaluate,
         TrainerConfig(epochs=cfg.epochs, batches_per_epoch=batches_per_epoch, progress=cfg.progress,
                       tensorboard=cfg.tensorboard, hparams=hparams(cfg),
-                      max_grad_norm=cfg.optimizer.max_grad_norm),
+                      max_grad_norm=cfg.optimizer.max_grad_norm, precision=cfg.precision),
         run_dir=run_dir, device=device, metadata=metadata,
         lr_at=StepSchedule(cfg.optimizer.lr, tuple(cfg.schedule.milestones), cfg.schedule.gamma),
     )  # fmt: skip

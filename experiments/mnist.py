@@ -116,7 +116,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     trainer = Trainer(
         model, optimizer, train.epoch, classification_loss, evaluate,
         TrainerConfig(epochs=epochs, batches_per_epoch=len(train), progress=cfg.progress,
-                      tensorboard=cfg.tensorboard, hparams=hparams(cfg, epochs)),
+                      tensorboard=cfg.tensorboard, hparams=hparams(cfg, epochs), precision=cfg.precision),
         run_dir=run_dir, device=device, lr_at=schedule, metadata=metadata,
     )  # fmt: skip
     if trainer.resumed_from is not None and main:

@@ -19,6 +19,7 @@ from .callbacks import StepCallbacks, make_callbacks
 from .checks import check_tolerance, make_solver, prepare
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
+from .precision import AutocastSetting, solver_precision
 from .solvers import FlatProblem, Solver
 from .solvers.base import StepHint
 from .solvers.fixed_grid import check_grid
@@ -41,6 +42,7 @@ class _AdjointSetup:
     stats: SolveStats | None
     callbacks: StepCallbacks | None = None
     precomputed: Tensor | None = None  # the forward solution, when an event search already found it
+    autocast: AutocastSetting | None = None  # the caller's autocast at the forward pass (see precision.py)
 
 
 def odeint_adjoint(
@@ -112,10 +114,13 @@ def odeint_adjoint(
             prepared.layout.dtype,
             suffix="_adjoint",
         ),
+        autocast=prepared.autocast,
     )
     if prepared.event is not None:
-        return _adjoint_until_event(setup, prepared, t, params, counts)
-    ys = _OdeintAdjoint.apply(setup, prepared.problem.y0, t, *params)
+        with solver_precision(prepared.autocast):
+            return _adjoint_until_event(setup, prepared, t, params, counts)
+    with solver_precision(prepared.autocast):
+        ys = _OdeintAdjoint.apply(setup, prepared.problem.y0, t, *params)
     if stats is not None:
         stats.forward = counts
     return prepared.layout.unflatten(ys)
@@ -157,7 +162,10 @@ class _OdeintAdjoint(torch.autograd.Function):
         setup: _AdjointSetup = ctx.setup
         need_t = ctx.needs_input_grad[2]
         counts = SolverCounts()
-        grad_y0, grad_t, grad_params = _backward_solve(setup, t, ys, tuple(params), grad_ys, need_t, counts)
+        with solver_precision(setup.autocast):
+            grad_y0, grad_t, grad_params = _backward_solve(
+                setup, t, ys, tuple(params), grad_ys, need_t, counts
+            )
         if setup.stats is not None:
             setup.stats.backward = counts
         return (None, grad_y0, grad_t, *grad_params)
@@ -175,7 +183,7 @@ def _backward_solve(
     """Algorithm 1, interval by interval from the last output time to the first."""
     times = setup.forward_problem.times
     n, dtype, device = ys.shape[1], ys.dtype, ys.device
-    func = FlatFunc(setup.user_func, setup.layout, counts)
+    func = FlatFunc(setup.user_func, setup.layout, counts, setup.autocast)
     param_sizes = [p.numel() for p in params]
     n_params = sum(param_sizes)
     segments = (n, n, *param_sizes, *((1,) if need_t else ()))

@@ -17,6 +17,7 @@ from torch import Tensor
 from .callbacks import make_callbacks
 from .events import EventFunction
 from .norms import RMSNorm, UserNorm
+from .precision import AutocastSetting, capture_autocast
 from .solvers import DEFAULT_METHOD, SOLVERS, FlatProblem, Solver
 from .state import FlatFunc, StateLayout, UserState
 from .stats import SolverCounts
@@ -100,6 +101,7 @@ class PreparedSolve:
     problem: FlatProblem
     layout: StateLayout
     event: EventFunction | None = None
+    autocast: AutocastSetting | None = None  # the caller's autocast: func runs under it, the solver not
 
 
 def prepare(
@@ -135,8 +137,9 @@ def prepare(
         if len(times) == 1:
             times = [times[0], times[0] + 1.0]
         event = EventFunction(event_fn, layout)
+    autocast = capture_autocast(layout.device)
     problem = FlatProblem(
-        func=FlatFunc(func, layout, counts),
+        func=FlatFunc(func, layout, counts, autocast),
         y0=layout.flatten(y0),
         times=times,
         rtol=rtol_f,
@@ -150,4 +153,4 @@ def prepare(
             func, layout.unflatten, solver.supported_callbacks, method or DEFAULT_METHOD, layout.dtype
         ),
     )
-    return PreparedSolve(solver, problem, layout, event)
+    return PreparedSolve(solver, problem, layout, event, autocast)

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import prepare
+from .checks import PreparedSolve, prepare
 from .events import attach_event_gradient
+from .precision import solver_precision
 from .state import UserState
 from .stats import SolverCounts, SolveStats
 
@@ -56,6 +57,12 @@ def odeint(
     if stats is not None:
         stats.backward = SolverCounts()  # no backward pass belongs to this call
     prepared = prepare(func, y0, t, rtol, atol, method, options, event_fn, counts)
+    with solver_precision(prepared.autocast):
+        return _solve(prepared, t, counts, stats)
+
+
+def _solve(prepared: PreparedSolve, t: Tensor, counts: SolverCounts, stats: SolveStats | None) -> UserState:
+    """The validated solve of :func:`odeint` (an event search, or the output times)."""
     problem, layout = prepared.problem, prepared.layout
     y0_flat = problem.y0
     if prepared.event is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .precision import AutocastSetting
 from .stats import SolverCounts
 
 UserState = Tensor | tuple[Tensor, ...]
@@ -77,15 +78,22 @@ class FlatFunc:
     dtype and finiteness, so a wrong ``func`` fails before any step is taken.
     """
 
-    def __init__(self, func: Callable, layout: StateLayout, counts: SolverCounts) -> None:
+    def __init__(
+        self,
+        func: Callable,
+        layout: StateLayout,
+        counts: SolverCounts,
+        autocast: AutocastSetting | None = None,
+    ) -> None:
         self.func = func
         self.layout = layout
         self.counts = counts
+        self.autocast = autocast  # the caller's autocast, re-entered around every call of func
         self._checked = False
 
     def __call__(self, t: float, y: Tensor, perturb: float = 0.0) -> Tensor:
         layout = self.layout
-        if perturb or not self._checked or not layout.is_plain:
+        if perturb or not self._checked or not layout.is_plain or self.autocast is not None:
             return self.call_tensor_t(time_tensor(t, layout.dtype, y.device, perturb), y)
         # The hot path of every solver step: a tensor time, two views, no dtype conversion. (A view to
         # a tuple of ints costs a quarter of a view to a torch.Size.)
@@ -95,10 +103,27 @@ class FlatFunc:
 
     def call_tensor_t(self, t: Tensor, y: Tensor) -> Tensor:
         self.counts.nfe += 1
-        out = self.func(t, self.layout.unflatten(y))
+        if self.autocast is None:
+            out = self.func(t, self.layout.unflatten(y))
+        else:
+            with self.autocast.func_context():
+                out = self.func(t, self.layout.unflatten(y))
+            out = self._to_state_dtypes(out)
         if not self._checked:
             self._check_output(out, float(t))
         return self.layout.flatten(out)
+
+    def _to_state_dtypes(self, out: object) -> object:
+        """Autocast outputs (bfloat16/float16) back in the dtypes of y0; the check sees anything else."""
+        dtypes = self.layout.user_dtypes
+        if isinstance(out, Tensor):
+            return out.to(dtypes[0]) if out.is_floating_point() else out
+        if isinstance(out, tuple | list) and len(out) == len(dtypes):
+            return tuple(
+                o.to(d) if isinstance(o, Tensor) and o.is_floating_point() else o
+                for o, d in zip(out, dtypes, strict=True)
+            )
+        return out
 
     def _check_output(self, out: object, t: float) -> None:
         layout = self.layout

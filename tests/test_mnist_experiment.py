@@ -108,3 +108,26 @@ def test_missing_data_names_the_make_target(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode != 0
     assert "make data" in done.stderr
+
+
+def test_bf16_precision_trains_the_odenet(tmp_path, data_dir):
+    """``precision=bf16``: the ODE-Net trains under bfloat16 autocast (the solver itself stays float32)."""
+    _run(tmp_path, data_dir, "model=odenet", "precision=bf16", "epochs=1")
+    result = _result(_run_dir(tmp_path, "odenet"))
+    assert result["config"]["precision"] == "bf16"
+    final = result["final"]
+    assert final["train_loss"] == final["train_loss"] and final["train_loss"] < 10  # finite, not diverged
+    assert final["train_nfe_forward"] > 0 and final["train_nfe_backward"] > 0
+
+
+def test_fp16_precision_is_refused_before_training(tmp_path, data_dir):
+    cwd = tmp_path
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        _command(data_dir, "model=odenet", "precision=fp16"), cwd=cwd, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "precision='bf16'" in done.stderr
+    assert not (cwd / "runs/mnist/smoke/odenet").exists() or not any(
+        (cwd / "runs/mnist/smoke/odenet").rglob("*.pt")
+    )

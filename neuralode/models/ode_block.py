@@ -51,7 +51,8 @@ class ODEBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         stats = SolveStats()
-        t = self.t.to(x.dtype) if x.dtype.is_floating_point else self.t
+        # times in the state's dtype, never below float32 (an autocast bfloat16 input keeps fp32 times)
+        t = self.t.to(x.dtype) if x.dtype in (torch.float32, torch.float64) else self.t
         if self.adjoint:
             out = odeint_adjoint(
                 self.func, x, t, rtol=self.rtol, atol=self.atol, method=self.method,

@@ -42,6 +42,7 @@ EvalFn = Callable[[nn.Module], Mapping[str, float]]
 """``evaluate(model) -> metrics`` (for example ``{"test_error": ...}``), run after every epoch."""
 
 CHECKPOINT = "checkpoint.pt"
+PRECISIONS = ("fp32", "bf16")
 RESULT = "result.json"
 
 
@@ -55,6 +56,7 @@ class TrainerConfig:
     tensorboard: bool = True
     hparams: Mapping[str, Any] = field(default_factory=dict)
     max_grad_norm: float | None = None  # clip the gradient's global norm to this before each step
+    precision: str = "fp32"  # "bf16": forward passes under torch.autocast (see neuralode.precision)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -63,6 +65,14 @@ class TrainerConfig:
             raise ValueError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm}")
+        if self.precision == "fp16":
+            raise ValueError(
+                "precision='fp16' is refused: float16 needs loss scaling (a GradScaler) to keep small "
+                "gradients from flushing to zero, which this training loop does not do. Use "
+                "precision='bf16' (float32's exponent range, no scaling needed) or 'fp32'"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 class Trainer:
@@ -129,9 +139,20 @@ class Trainer:
         self.resumed_from = self.epoch
 
     def _settings(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: the hparams and the length of the run."""
+        """What a checkpoint must match to be resumed: the hparams, the length of the run and (when not
+        the default fp32, so older checkpoints still resume) the precision."""
         cfg = self.config
-        return {**cfg.hparams, "epochs": cfg.epochs, "batches_per_epoch": cfg.batches_per_epoch}
+        precision = {} if cfg.precision == "fp32" else {"precision": cfg.precision}
+        return {**cfg.hparams, "epochs": cfg.epochs, "batches_per_epoch": cfg.batches_per_epoch, **precision}
+
+    def _autocast(self) -> Any:
+        """The forward passes' precision: bfloat16 autocast for "bf16" (the ODE solvers keep their own
+        arithmetic in float32 under it), nothing for "fp32"."""
+        return torch.autocast(
+            self.device.type if self.device.type == "cuda" else "cpu",
+            dtype=torch.bfloat16,
+            enabled=self.config.precision == "bf16",
+        )
 
     def _checkpoint(self) -> None:
         save_checkpoint(
@@ -181,7 +202,8 @@ class Trainer:
             step = self.steps_done + index
             lr = self._set_lr((self.epoch + index / cfg.batches_per_epoch) / cfg.epochs)
             start = time.perf_counter()
-            loss, extra = self.loss_fn(self.ddp_model, batch)
+            with self._autocast():
+                loss, extra = self.loss_fn(self.ddp_model, batch)
             nfe_forward, _ = ode_nfe(self.model)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()  # under DDP this also averages the gradients over ranks
@@ -231,7 +253,7 @@ class Trainer:
         self.ddp_model.eval()
         metrics: dict[str, Any] | None = None
         if self.main:  # the unwrapped model: DDP's forward would wait for the other ranks
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 metrics = dict(self.evaluate(self.model))
         metrics = dist.broadcast_object(metrics)
         row = {
