@@ -64,7 +64,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def git_commit(repo: str | os.PathLike[str] | None = None) -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``"unknown"`` outside git."""
+    """The current commit (with ``-dirty`` when the tree has changes). Outside git (a copy of the tree
+    shipped to a cluster or GPU machine without ``.git``) the ``NEURALODE_GIT_COMMIT`` environment
+    variable, set by whoever made the copy, else ``"unknown"``."""
     cwd = Path(repo) if repo is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -74,7 +76,7 @@ def git_commit(repo: str | os.PathLike[str] | None = None) -> str:
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("NEURALODE_GIT_COMMIT", "unknown")
     return commit + ("-dirty" if dirty else "")
 
 
