@@ -177,10 +177,11 @@ def test_run_metadata_records_versions_commit_and_device():
     assert {"cudnn_deterministic", "cudnn_benchmark", "date", "python"} <= set(meta)
 
 
-def test_git_commit_outside_git_falls_back_to_the_environment(tmp_path, monkeypatch):
+def test_git_commit_from_the_environment_wins(tmp_path, monkeypatch):
     from neuralode.training.reproducibility import git_commit
 
     monkeypatch.delenv("NEURALODE_GIT_COMMIT", raising=False)
     assert git_commit(tmp_path) == "unknown"  # tmp_path is not in a git repository
     monkeypatch.setenv("NEURALODE_GIT_COMMIT", "abc123def456")
     assert git_commit(tmp_path) == "abc123def456"
+    assert git_commit() == "abc123def456"  # also inside this repository (a shipped copy's .git may be stale)

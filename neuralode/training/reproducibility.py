@@ -64,9 +64,15 @@ def resolve_device(device: str) -> torch.device:
 
 
 def git_commit(repo: str | os.PathLike[str] | None = None) -> str:
-    """The current commit (with ``-dirty`` when the tree has changes). Outside git (a copy of the tree
-    shipped to a cluster or GPU machine without ``.git``) the ``NEURALODE_GIT_COMMIT`` environment
-    variable, set by whoever made the copy, else ``"unknown"``."""
+    """The current commit (with ``-dirty`` when the tree has changes), or ``"unknown"`` outside git.
+
+    ``NEURALODE_GIT_COMMIT``, when set, wins: whoever ships a copy of the tree to a cluster or GPU
+    machine knows its commit, while the copy may have no ``.git`` or a stale one (seen on a GPU
+    machine whose copy carried the session's first commit: every run there read "<old>-dirty").
+    """
+    shipped = os.environ.get("NEURALODE_GIT_COMMIT")
+    if shipped:
+        return shipped
     cwd = Path(repo) if repo is not None else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -76,7 +82,7 @@ def git_commit(repo: str | os.PathLike[str] | None = None) -> str:
             ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("NEURALODE_GIT_COMMIT", "unknown")
+        return "unknown"
     return commit + ("-dirty" if dirty else "")
 
 
