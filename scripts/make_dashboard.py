@@ -94,8 +94,24 @@ def dashboard(folder: Path, profile: str) -> str:
         "Contents: " + ", ".join(f"[{s.title}](#{anchor(s.title)})" for s in SECTIONS) + ".",
         "",
     ]
+    about = folder / "ABOUT.md"  # how this folder's runs were made, when not by `make reproduce`
+    if about.exists():
+        header += [demote(about.read_text().strip(), 1), ""]
+    others = sorted(path.parent for path in folder.glob("*/ABOUT.md"))
+    if others:
+        header += [
+            "Other result folders: "
+            + ", ".join(f"[`{p.name}/`]({p.name}/README.md) ({_first_line(p / 'ABOUT.md')})" for p in others)
+            + ".",
+            "",
+        ]
     body = "\n".join(section_text(s, folder, profile) for s in SECTIONS)
     return "\n".join(header) + "\n" + body + "\n" + file_index(folder)
+
+
+def _first_line(path: Path) -> str:
+    """A file's first line without its heading marks."""
+    return path.read_text().strip().splitlines()[0].lstrip("# ").strip()
 
 
 def file_index(folder: Path) -> str:
