@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .checks import PreparedSolve, prepare
 from .solvers import AdaptiveRKSolver, FixedGridSolver, FlatProblem, Solver
@@ -103,10 +104,22 @@ def odeint_checkpoint(
         counts=counts,
         stats=stats,
     )
-    ys = _OdeintCheckpoint.apply(setup, prepared.problem.y0, t, *params)
+    y0_flat = prepared.problem.y0
+    if _needs_gradient(y0_flat, t, params):
+        ys = _OdeintCheckpoint.apply(setup, y0_flat, t, *params)
+    else:  # nothing to differentiate (e.g. under torch.no_grad()): no checkpoints to keep
+        ys = (
+            y0_flat.unsqueeze(0)
+            if len(prepared.problem.times) == 1
+            else prepared.solver.integrate(prepared.problem)
+        )
     if stats is not None:
         stats.forward = counts
     return prepared.layout.unflatten(ys)
+
+
+def _needs_gradient(y0: Tensor, t: Tensor, params: tuple[Tensor, ...]) -> bool:
+    return torch.is_grad_enabled() and (y0.requires_grad or t.requires_grad or len(params) > 0)
 
 
 def _check_every(checkpoint_every: Any) -> int:
@@ -171,6 +184,7 @@ class _OdeintCheckpoint(torch.autograd.Function):
         return ys
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
         t, ys, *params = ctx.saved_tensors
         setup: _CheckpointSetup = ctx.setup

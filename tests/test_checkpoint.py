@@ -208,6 +208,15 @@ def test_stats_forward_and_backward():
     assert 0 < stats.backward.nfe <= stats.forward.nfe + len(t)
 
 
+def test_no_checkpoints_are_kept_without_gradients():
+    func, y0, t = make_problem()
+    stats = SolveStats()
+    with torch.no_grad():
+        ys = odeint_checkpoint(func, y0, t, stats=stats)
+    assert stats.forward.n_checkpoints == 0 and stats.forward.n_accepted > 0
+    torch.testing.assert_close(ys, odeint(func, y0, t).detach(), rtol=0, atol=1e-14)
+
+
 def test_a_single_output_time_returns_y0():
     func, y0, _ = make_problem()
     t = torch.tensor([0.5], dtype=torch.float64)
