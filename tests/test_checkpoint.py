@@ -56,6 +56,7 @@ CASES = [
     ("tsit5", None),
     ("bosh3", None),
     ("rk4", {"step_size": 0.07}),  # 29 steps; output times fall inside steps (linear interpolation)
+    ("dopri5", {"step_t": torch.tensor([0.5, 1.5]), "controller": "pi"}),  # steps that land on given times
 ]
 
 
