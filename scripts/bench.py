@@ -606,7 +606,8 @@ def summary_lines(result: dict) -> list[str]:
             add(
                 f"case 3, {dtype} checkpoint: gradient error equals direct backprop's",
                 f"{e_c:.2e} vs {e_d:.2e}, time {ours['seconds'] / direct['seconds']:.2f}x direct",
-                # to rounding: in float32 the replay's stacked stages round differently from the buffer's
+                # to rounding: in float32, direct backprop (stacked stages) and the graph-free forward
+                # (stage buffer) round differently, so their step sequences and states differ slightly
                 abs(e_c - e_d) <= 1e-3 * e_d + (1e-6 if dtype == "float32" else 1e-12),
             )
     block = result["case4_block"]
