@@ -4,6 +4,7 @@ Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statisti
 """
 
 from .adjoint import odeint_adjoint as odeint_adjoint
+from .checkpoint import odeint_checkpoint as odeint_checkpoint
 from .errors import MaxStepsExceededError as MaxStepsExceededError
 from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
@@ -29,5 +30,6 @@ __all__ = [
     "StepSizeUnderflowError",
     "odeint",
     "odeint_adjoint",
+    "odeint_checkpoint",
     "odeint_event",
 ]

@@ -17,6 +17,7 @@ class SolverCounts:
     n_steps: int = 0  # attempted steps, accepted + rejected
     n_accepted: int = 0
     n_rejected: int = 0
+    n_checkpoints: int = 0  # states stored for the backward pass (odeint_checkpoint's forward)
 
     def add(self, other: SolverCounts) -> None:
         """Add another solve's counts to these (used to total the adjoint's interval solves)."""
@@ -24,6 +25,7 @@ class SolverCounts:
         self.n_steps += other.n_steps
         self.n_accepted += other.n_accepted
         self.n_rejected += other.n_rejected
+        self.n_checkpoints += other.n_checkpoints
 
 
 @dataclass

@@ -9,12 +9,14 @@ tight-tolerance float64 reference (neuralode dopri8, rtol=atol=1e-12). Cases:
 1. dopri5 forward, tanh-MLP field (dim 2, hidden 64), batch 512 and 16, float32 and float64,
    rtol=atol=1e-6, 10 output times; plus a tolerance sweep to compare at equal accuracy.
 2. Solver overhead (total / time inside func) of the case-1 calls.
-3. Gradients on case 1: direct backprop, adjoint, seminorm adjoint; time of forward+backward and the
-   relative gradient error against a float64 direct-backprop reference.
+3. Gradients on case 1: direct backprop, adjoint, seminorm adjoint (and neuralode's checkpointed
+   adjoint, odeint_checkpoint); time of forward+backward and the relative gradient error against a
+   float64 direct-backprop reference.
 4. ODE-Net block (ConvODEFunc, 64 channels, 6x6, GroupNorm, batch 128, dopri5 rtol=atol=1e-3,
    float32): forward, and forward+adjoint backward.
-5. Peak memory of forward+backward of that block with rk4 at 10, 40, 160 steps, direct vs adjoint,
-   each point in a fresh subprocess (peak RSS above the RSS just before the pass).
+5. Peak memory of forward+backward of that block with rk4 at 10, 40, 160 steps, direct vs adjoint
+   (and neuralode's checkpointed adjoint, one checkpoint per step), each point in a fresh subprocess
+   (peak RSS above the RSS just before the pass).
 
 torchdiffeq and torchode are optional (requirements/bench.txt); a library that is not installed is
 left out and the output says so. ``--quick`` is a seconds-long smoke run with tiny sizes (its numbers
@@ -124,7 +126,8 @@ def make_mlp(dtype: torch.dtype) -> TanhMLP:
 
 # ----------------------------------------------------------------------------------------------------
 # Library adapters: solve(field, y0, t, rtol, atol, mode) -> ys of shape (T, *y0.shape)
-# mode: "direct" (backprop through the solver), "adjoint", "seminorm" (adjoint, seminorm), "nograd"
+# mode: "direct" (backprop through the solver), "adjoint", "seminorm" (adjoint, seminorm), "nograd",
+# and for neuralode only "checkpoint" (odeint_checkpoint, a checkpoint at every step)
 
 
 def available_libraries(requested: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -153,6 +156,8 @@ def solve_neuralode(field, y0, t, rtol, atol, mode, method="dopri5", options=Non
     mode = mode.removesuffix("-nocarry")
     if mode in ("direct", "nograd"):
         return neuralode.odeint(field, y0, t, rtol=rtol, atol=atol, method=method, options=options)
+    if mode == "checkpoint":
+        return neuralode.odeint_checkpoint(field, y0, t, rtol=rtol, atol=atol, method=method, options=options)
     adjoint_options = {**({"norm": "seminorm"} if mode == "seminorm" else {}), **carry} or None
     return neuralode.odeint_adjoint(
         field, y0, t, rtol=rtol, atol=atol, method=method, options=options, adjoint_options=adjoint_options
@@ -205,6 +210,9 @@ MODES = {  # which gradient modes each library supports
 # Case 3 also runs neuralode's adjoint without carrying the step size across output intervals (the A/B
 # of that lever: adjoint_options={"carry_step_size": False}).
 NOCARRY_MODES = ("adjoint-nocarry", "seminorm-nocarry")
+# Cases 3 and 5 also run neuralode's checkpointed adjoint (no peer has one): its gradient is direct
+# backprop's, its memory the checkpoints plus one step's graph.
+CHECKPOINT_MODES = ("checkpoint",)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -371,7 +379,7 @@ def case_gradients(libs: list[str], cfg: dict) -> list[dict]:
         y0, t, weights = gradient_problem(batch, dtype, cfg["n_times"])
         jobs = {}
         for lib in libs:
-            for mode in MODES[lib] + (NOCARRY_MODES if lib == "neuralode" else ()):
+            for mode in MODES[lib] + (NOCARRY_MODES + CHECKPOINT_MODES if lib == "neuralode" else ()):
                 field = Timed(make_mlp(dtype))
 
                 def job(lib=lib, mode=mode, field=field, y0=y0, t=t, weights=weights) -> dict:
@@ -557,11 +565,16 @@ def memory_point(lib: str, mode: str, steps: int, channels: int, size: int, batc
     return {"library": lib, "mode": mode, "steps": steps, "peak_mb": round(peak, 1), "peak_reset": reset}
 
 
+def memory_modes(lib: str) -> tuple[str, ...]:
+    """The gradient modes of case 5: direct and adjoint, and neuralode's checkpointed adjoint."""
+    return ("direct", "adjoint", *(CHECKPOINT_MODES if lib == "neuralode" else ()))
+
+
 def case_memory(libs: list[str], cfg: dict, threads: int) -> list[dict]:
     rows = []
     for steps in cfg["memory_steps"]:
         for lib in [lib for lib in libs if lib != "torchode"]:  # torchode has no fixed-step rk4
-            for mode in ("direct", "adjoint"):
+            for mode in memory_modes(lib):
                 command = [
                     sys.executable,
                     __file__,
@@ -590,7 +603,7 @@ def plot_memory(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for lib, marker in (("neuralode", "o"), ("torchdiffeq", "s")):
-        for mode, style in (("direct", "-"), ("adjoint", "--")):
+        for mode, style in (("direct", "-"), ("adjoint", "--"), ("checkpoint", ":")):
             points = sorted(
                 (r["steps"], r["peak_mb"]) for r in rows if r["library"] == lib and r["mode"] == mode
             )
@@ -659,6 +672,18 @@ def summary_lines(result: dict) -> list[str]:
                     ratios,
                     all(p["seconds"] > ours["seconds"] for p in peers),
                 )
+    for dtype in ("float32", "float64"):
+        direct = pick(result["case3_gradients"], dtype=dtype, library="neuralode", mode="direct")
+        ours = pick(result["case3_gradients"], dtype=dtype, library="neuralode", mode="checkpoint")
+        if direct and ours:
+            e_d, e_c = direct["grad_rel_error"], ours["grad_rel_error"]
+            add(
+                f"case 3, {dtype} checkpoint: gradient error equals direct backprop's",
+                f"{e_c:.2e} vs {e_d:.2e}, time {ours['seconds'] / direct['seconds']:.2f}x direct",
+                # to rounding: in float32, direct backprop (stacked stages) and the graph-free forward
+                # (stage buffer) round differently, so their step sequences and states differ slightly
+                abs(e_c - e_d) <= 1e-3 * e_d + (1e-6 if dtype == "float32" else 1e-12),
+            )
     block = result["case4_block"]
     for mode in ("adjoint", "seminorm"):
         ours = pick(block, library="neuralode", mode=mode)
@@ -810,7 +835,10 @@ def write_markdown(result: dict, path: Path) -> None:
             "Loss: sum of the outputs times fixed random weights; gradient with respect to the field's "
             "parameters, relative error (2-norm) against float64 direct backprop through dopri8 at 1e-12. "
             "`-nocarry`: neuralode's adjoint with `adjoint_options={'carry_step_size': False}` (each "
-            "output interval of the backward pass re-selects its initial step, as before this lever).",
+            "output interval of the backward pass re-selects its initial step, as before this lever). "
+            "`checkpoint`: `neuralode.odeint_checkpoint` (states stored at every step, each step replayed "
+            "with autograd in the backward pass): its gradient is direct backprop's, so its error should "
+            "equal the `direct` row's.",
             "",
             "| dtype | library | mode | fwd+bwd time (ms) | vs neuralode same mode | NFE fwd | NFE bwd "
             "| grad rel. error |",
@@ -872,7 +900,8 @@ def write_markdown(result: dict, path: Path) -> None:
             "",
             "Each point in a fresh subprocess; peak RSS above the RSS just before the pass (after one "
             "warm-up pass at 1 step), reset with /proc/self/clear_refs. torchode has no fixed-step "
-            "rk4, so it is not in this table.",
+            "rk4, so it is not in this table. `checkpoint`: `neuralode.odeint_checkpoint` with a "
+            "checkpoint at every step (memory: one state per step plus one step's graph).",
             "",
             "| library | mode | "
             + " | ".join(f"{s} steps (MiB)" for s in result["config"]["memory_steps"])
@@ -880,7 +909,7 @@ def write_markdown(result: dict, path: Path) -> None:
             "|---|---|" + "---|" * len(result["config"]["memory_steps"]),
         ]
         for lib in libs:
-            for mode in ("direct", "adjoint"):
+            for mode in memory_modes(lib):
                 cells = [
                     next(
                         (

@@ -95,10 +95,13 @@ def test_smoke_run_writes_results(tmp_path):
     assert forward and {"seconds", "func_seconds", "overhead_ratio", "nfe", "error"} <= set(forward[0])
     assert all(row["nfe"] > 0 and row["overhead_ratio"] >= 1.0 for row in forward)
     modes = {row["mode"] for row in result["case3_gradients"]}
-    assert modes == {"direct", "adjoint", "seminorm", "adjoint-nocarry", "seminorm-nocarry"}
+    assert modes == {"direct", "adjoint", "seminorm", "adjoint-nocarry", "seminorm-nocarry", "checkpoint"}
     assert all(row["grad_rel_error"] < 1e-2 for row in result["case3_gradients"])
     assert {row["mode"] for row in result["case4_block"]} == {"forward", "adjoint", "seminorm"}
-    assert {(row["mode"], row["steps"]) for row in result["case5_memory"]} == {("direct", 2), ("adjoint", 2)}
+    memory = {(row["mode"], row["steps"]) for row in result["case5_memory"]}
+    assert memory == {("direct", 2), ("adjoint", 2), ("checkpoint", 2)}
+    errors = {row["mode"]: row["grad_rel_error"] for row in result["case3_gradients"]}
+    assert abs(errors["checkpoint"] - errors["direct"]) <= 1e-6 * errors["direct"]  # the same gradient
     text = (tmp_path / "bench.md").read_text()
     for heading in ("Smoke run", "## Case 1-2", "## Case 3", "## Case 4", "## Case 5"):
         assert heading in text

@@ -167,6 +167,8 @@ class AdaptiveRKSolver(Solver):
                 continue
 
             counts.n_accepted += 1
+            if problem.trace is not None:  # odeint_checkpoint replays the accepted steps
+                problem.trace.record(t, t1, y)
             if callbacks is not None and callbacks.accept is not None:
                 callbacks.accept(t, y, dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -29,6 +29,7 @@ class FlatProblem:
         step_hint: adaptive methods start from ``step_hint.h`` when it is set (and ``first_step`` is
             not), instead of the initial-step selection, and leave their last proposed step in it: the
             adjoint's interval solves carry the step size from one interval to the next.
+        trace: when set, the engine records every accepted step in it (``odeint_checkpoint`` replays them).
     """
 
     func: Callable[[float, Tensor], Tensor]
@@ -44,6 +45,7 @@ class FlatProblem:
     callbacks: Any = None
     grid: list[float] | None = None
     step_hint: StepHint | None = None
+    trace: StepTrace | None = None
 
 
 @dataclass
@@ -66,3 +68,24 @@ class Solver:
     def integrate(self, problem: FlatProblem) -> Tensor:
         """Solve and return the state at every output time, (len(times), N)."""
         raise NotImplementedError
+
+
+@dataclass
+class StepTrace:
+    """The accepted steps of one solve, so that a backward pass can replay them exactly.
+
+    Every step's start and end time is kept (floats: cheap); the state at the start of a step only
+    every ``every`` steps (the checkpoints), so memory is O(steps / every) states.
+    """
+
+    every: int = 1
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+    states: list[Tensor] = field(default_factory=list)
+
+    def record(self, t0: float, t1: float, y: Tensor) -> None:
+        """One accepted step from (t0, y) to t1; the engine calls this before moving on."""
+        if len(self.starts) % self.every == 0:
+            self.states.append(y.detach())
+        self.starts.append(t0)
+        self.ends.append(t1)

@@ -112,6 +112,8 @@ class FixedGridSolver(Solver):
             y1, f0 = self.step(ctx, problem, g0, dt, y, f0)
             counts.n_steps += 1
             counts.n_accepted += 1
+            if problem.trace is not None:  # odeint_checkpoint replays the steps
+                problem.trace.record(g0, g1, y)
             record = GridStep(g0, g1, y, y1, f0)
             yield record
             y = y1
