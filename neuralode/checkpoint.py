@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .checks import PreparedSolve, prepare
+from .precision import AutocastSetting, solver_precision
 from .solvers import AdaptiveRKSolver, FixedGridSolver, FlatProblem, Solver
 from .solvers.base import StepTrace
 from .solvers.fixed_grid import GridStep
@@ -45,6 +46,7 @@ class _CheckpointSetup:
     counts: SolverCounts  # the forward solve's
     stats: SolveStats | None
     trace: StepTrace | None = None
+    autocast: AutocastSetting | None = None  # the caller's autocast at the forward pass (see precision.py)
 
 
 def odeint_checkpoint(
@@ -103,16 +105,18 @@ def odeint_checkpoint(
         every=every,
         counts=counts,
         stats=stats,
+        autocast=prepared.autocast,
     )
     y0_flat = prepared.problem.y0
-    if _needs_gradient(y0_flat, t, params):
-        ys = _OdeintCheckpoint.apply(setup, y0_flat, t, *params)
-    else:  # nothing to differentiate (e.g. under torch.no_grad()): no checkpoints to keep
-        ys = (
-            y0_flat.unsqueeze(0)
-            if len(prepared.problem.times) == 1
-            else prepared.solver.integrate(prepared.problem)
-        )
+    with solver_precision(prepared.autocast):
+        if _needs_gradient(y0_flat, t, params):
+            ys = _OdeintCheckpoint.apply(setup, y0_flat, t, *params)
+        else:  # nothing to differentiate (e.g. under torch.no_grad()): no checkpoints to keep
+            ys = (
+                y0_flat.unsqueeze(0)
+                if len(prepared.problem.times) == 1
+                else prepared.solver.integrate(prepared.problem)
+            )
     if stats is not None:
         stats.forward = counts
     return prepared.layout.unflatten(ys)
@@ -189,10 +193,11 @@ class _OdeintCheckpoint(torch.autograd.Function):
         t, ys, *params = ctx.saved_tensors
         setup: _CheckpointSetup = ctx.setup
         counts = SolverCounts()
-        func = FlatFunc(setup.user_func, setup.layout, counts)
-        with torch.enable_grad():
+        func = FlatFunc(setup.user_func, setup.layout, counts, setup.autocast)
+        with torch.enable_grad(), solver_precision(setup.autocast):
             grad_solve, grad_params = _backward_pieces(setup, func, tuple(params), grad_ys, counts)
-        grad_t = _time_gradient(setup, func, t, ys, grad_ys, grad_solve) if ctx.needs_input_grad[2] else None
+            need_t = ctx.needs_input_grad[2]
+            grad_t = _time_gradient(setup, func, t, ys, grad_ys, grad_solve) if need_t else None
         if setup.stats is not None:
             setup.stats.backward = counts
         return (None, grad_solve + grad_ys[0], grad_t, *grad_params)

@@ -151,3 +151,21 @@ def test_fp16_is_refused_with_the_fix():
         TrainerConfig(epochs=1, batches_per_epoch=1, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         TrainerConfig(epochs=1, batches_per_epoch=1, precision="half")
+
+
+def test_checkpointed_adjoint_under_autocast_matches_float32_gradients():
+    y0, t = _problem()
+    func = LinearField()
+    reference_y0 = y0.clone().requires_grad_(True)
+    neuralode.odeint_checkpoint(func, reference_y0, t, rtol=1e-5, atol=1e-6).square().sum().backward()
+    reference = [reference_y0.grad, *(p.grad.clone() for p in func.parameters())]
+    func.zero_grad()
+    func.seen.clear()
+    mixed_y0 = y0.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = neuralode.odeint_checkpoint(func, mixed_y0, t, rtol=1e-5, atol=1e-6).square().sum()
+    loss.backward()
+    assert func.seen == {torch.bfloat16}
+    for got, want in zip([mixed_y0.grad, *(p.grad for p in func.parameters())], reference, strict=True):
+        assert got.dtype == torch.float32
+        assert ((got - want).norm() / want.norm()).item() < 5e-2
