@@ -571,6 +571,9 @@ def memory_modes(lib: str) -> tuple[str, ...]:
 
 
 def case_memory(libs: list[str], cfg: dict, threads: int) -> list[dict]:
+    """One fresh subprocess per point; the small (adjoint, checkpoint) points are measured
+    ``cfg["memory_repeats"]`` times and report the median, since a single peak-RSS reading moves by a
+    few MiB with the allocator (direct backprop's large points once: they take most of the time)."""
     rows = []
     for steps in cfg["memory_steps"]:
         for lib in [lib for lib in libs if lib != "torchode"]:  # torchode has no fixed-step rk4
@@ -588,10 +591,19 @@ def case_memory(libs: list[str], cfg: dict, threads: int) -> list[dict]:
                     "--threads",
                     str(threads),
                 ]
-                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-                row = json.loads(output.strip().splitlines()[-1])
+                repeats = 1 if mode == "direct" else cfg["memory_repeats"]
+                readings = []
+                for _ in range(repeats):
+                    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                    readings.append(json.loads(output.strip().splitlines()[-1]))
+                row = dict(readings[0])
+                row["peak_mb_all"] = [r["peak_mb"] for r in readings]
+                row["peak_mb"] = statistics.median(row["peak_mb_all"])
                 rows.append(row)
-                print(f"case 5 {lib} {mode} {steps} steps: {row['peak_mb']:.0f} MiB", flush=True)
+                print(
+                    f"case 5 {lib} {mode} {steps} steps: {row['peak_mb']:.0f} MiB {row['peak_mb_all']}",
+                    flush=True,
+                )
     return rows
 
 
@@ -899,7 +911,9 @@ def write_markdown(result: dict, path: Path) -> None:
             "## Case 5: peak memory of forward+backward, ODE-Net block, rk4",
             "",
             "Each point in a fresh subprocess; peak RSS above the RSS just before the pass (after one "
-            "warm-up pass at 1 step), reset with /proc/self/clear_refs. torchode has no fixed-step "
+            "warm-up pass at 1 step), reset with /proc/self/clear_refs; adjoint and checkpoint points are "
+            f"the median of {result['config'].get('memory_repeats', 1)} fresh processes (direct: one). "
+            "torchode has no fixed-step "
             "rk4, so it is not in this table. `checkpoint`: `neuralode.odeint_checkpoint` with a "
             "checkpoint at every step (memory: one state per step plus one step's graph).",
             "",
@@ -968,6 +982,7 @@ def config(quick: bool) -> dict:
             "block_batch": 4,
             "block_repeats": 1,
             "memory_steps": [2],
+            "memory_repeats": 1,
         }
     return {
         "batches": [512, 16],
@@ -985,6 +1000,7 @@ def config(quick: bool) -> dict:
         "block_batch": 128,
         "block_repeats": 5,
         "memory_steps": [10, 40, 160],
+        "memory_repeats": 3,
     }
 
 
