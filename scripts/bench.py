@@ -571,9 +571,9 @@ def memory_modes(lib: str) -> tuple[str, ...]:
 
 
 def case_memory(libs: list[str], cfg: dict, threads: int) -> list[dict]:
-    """One fresh subprocess per point; the small (adjoint, checkpoint) points are measured
+    """One fresh subprocess per point; the adjoint's points (whose flatness is the claim) are measured
     ``cfg["memory_repeats"]`` times and report the median, since a single peak-RSS reading moves by a
-    few MiB with the allocator (direct backprop's large points once: they take most of the time)."""
+    few MiB with the allocator; the others, which grow with the steps, once."""
     rows = []
     for steps in cfg["memory_steps"]:
         for lib in [lib for lib in libs if lib != "torchode"]:  # torchode has no fixed-step rk4
@@ -591,7 +591,7 @@ def case_memory(libs: list[str], cfg: dict, threads: int) -> list[dict]:
                     "--threads",
                     str(threads),
                 ]
-                repeats = 1 if mode == "direct" else cfg["memory_repeats"]
+                repeats = cfg["memory_repeats"] if mode == "adjoint" else 1
                 readings = []
                 for _ in range(repeats):
                     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -911,8 +911,8 @@ def write_markdown(result: dict, path: Path) -> None:
             "## Case 5: peak memory of forward+backward, ODE-Net block, rk4",
             "",
             "Each point in a fresh subprocess; peak RSS above the RSS just before the pass (after one "
-            "warm-up pass at 1 step), reset with /proc/self/clear_refs; adjoint and checkpoint points are "
-            f"the median of {result['config'].get('memory_repeats', 1)} fresh processes (direct: one). "
+            "warm-up pass at 1 step), reset with /proc/self/clear_refs; adjoint points are the median of "
+            f"{result['config'].get('memory_repeats', 1)} fresh processes (direct and checkpoint: one). "
             "torchode has no fixed-step "
             "rk4, so it is not in this table. `checkpoint`: `neuralode.odeint_checkpoint` with a "
             "checkpoint at every step (memory: one state per step plus one step's graph).",
