@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .callbacks import StepCallbacks, make_callbacks
-from .checks import check_tolerance, make_solver, prepare
+from .checks import check_adjoint_params, check_tolerance, make_solver, prepare
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .precision import AutocastSetting, solver_precision
@@ -76,18 +76,7 @@ def odeint_adjoint(
     Other arguments, the return value and the errors are those of :func:`odeint`. Gradients with
     respect to y0, every parameter (zero if unused) and every entry of t are returned.
     """
-    if adjoint_params is None:
-        if not isinstance(func, nn.Module):
-            raise ValueError(
-                "func is not an nn.Module, so odeint_adjoint cannot find its parameters: pass "
-                "adjoint_params=(tensors it uses...), or adjoint_params=() if it has none"
-            )
-        adjoint_params = tuple(func.parameters())
-    adjoint_params = tuple(adjoint_params)
-    for i, p in enumerate(adjoint_params):
-        if not isinstance(p, Tensor):
-            raise TypeError(f"adjoint_params[{i}] must be a torch.Tensor, got {type(p).__name__}")
-    params = tuple(p for p in adjoint_params if p.requires_grad)
+    params = check_adjoint_params(func, adjoint_params, "odeint_adjoint")
 
     counts = SolverCounts()
     if stats is not None:

@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .checks import PreparedSolve, prepare
+from .checks import PreparedSolve, check_adjoint_params, prepare
 from .precision import AutocastSetting, solver_precision
 from .solvers import AdaptiveRKSolver, FixedGridSolver, FlatProblem, Solver
 from .solvers.base import StepTrace
@@ -91,7 +91,7 @@ def odeint_checkpoint(
         raise ValueError(
             "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event handling"
         )
-    params = _adjoint_params(func, adjoint_params)
+    params = check_adjoint_params(func, adjoint_params, "odeint_checkpoint")
     counts = SolverCounts()
     if stats is not None:
         stats.backward = SolverCounts()  # filled when this call's backward pass runs
@@ -133,22 +133,6 @@ def _check_every(checkpoint_every: Any) -> int:
             f"got {checkpoint_every!r}"
         )
     return checkpoint_every
-
-
-def _adjoint_params(func: Callable, adjoint_params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
-    """The tensors to differentiate with respect to (those that require grad), as odeint_adjoint."""
-    if adjoint_params is None:
-        if not isinstance(func, nn.Module):
-            raise ValueError(
-                "func is not an nn.Module, so odeint_checkpoint cannot find its parameters: pass "
-                "adjoint_params=(tensors it uses...), or adjoint_params=() if it has none"
-            )
-        adjoint_params = tuple(func.parameters())
-    adjoint_params = tuple(adjoint_params)
-    for i, p in enumerate(adjoint_params):
-        if not isinstance(p, Tensor):
-            raise TypeError(f"adjoint_params[{i}] must be a torch.Tensor, got {type(p).__name__}")
-    return tuple(p for p in adjoint_params if p.requires_grad)
 
 
 def _check_replayable(prepared: PreparedSolve, method: str | None) -> None:

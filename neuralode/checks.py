@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .callbacks import make_callbacks
 from .events import EventFunction
@@ -73,6 +73,23 @@ def check_tolerance(value: Any, name: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
     return float(value)
+
+
+def check_adjoint_params(func: Any, adjoint_params: Any, caller: str) -> tuple[Tensor, ...]:
+    """The tensors a gradient is taken for: ``adjoint_params``, by default ``func.parameters()``; of
+    those, the ones that require grad."""
+    if adjoint_params is None:
+        if not isinstance(func, nn.Module):
+            raise ValueError(
+                f"func is not an nn.Module, so {caller} cannot find its parameters: pass "
+                "adjoint_params=(tensors it uses...), or adjoint_params=() if it has none"
+            )
+        adjoint_params = tuple(func.parameters())
+    adjoint_params = tuple(adjoint_params)
+    for i, p in enumerate(adjoint_params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"adjoint_params[{i}] must be a torch.Tensor, got {type(p).__name__}")
+    return tuple(p for p in adjoint_params if p.requires_grad)
 
 
 def make_solver(method: str | None, options: Mapping[str, Any] | None, arg: str = "method") -> Solver:
