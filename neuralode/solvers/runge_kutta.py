@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,7 +44,9 @@ class DeviceTableau:
         self.b = views[s - 1]
         self.b_err = views[s] if tableau.b_err is not None else None
         self.b_err_secondary = views[s + 1] if tableau.b_err_secondary is not None else None
-        self.dense_weights = None if dense is None else dense.weights
+        # the dense-output weights as Python lists, one row of power coefficients per dense stage
+        self.dense_rows = None if dense is None else dense.weights.tolist()
+        self.dense_degree = 0 if dense is None else dense.weights.shape[1]
         self.extra_c = () if dense is None else dense.extra_c
         self.extra_a = views[s + 2 :]
         self.num_dense_stages = tableau.num_dense_stages
@@ -147,8 +148,17 @@ def dense_stages(
 
 
 def dense_eval(dtab: DeviceTableau, y: Tensor, ext: Tensor, dt: float, thetas: list[float]) -> Tensor:
-    """The interpolant at fractions ``thetas`` of the step: (len(thetas), N), one matrix product."""
-    weights = dtab.dense_weights
-    powers = np.power(np.asarray(thetas)[:, None], np.arange(1, weights.shape[1] + 1)[None, :])
-    w = torch.as_tensor((powers @ weights.T) * dt, dtype=y.dtype).to(y.device, non_blocking=True)
+    """The interpolant at fractions ``thetas`` of the step: (len(thetas), N), one matrix product.
+
+    The (len(thetas), stages) weights are a few dozen products, done in Python floats: measured inside
+    a solve, that is a third of the time of the same arithmetic through NumPy arrays.
+    """
+    rows = []
+    for theta in thetas:
+        powers, p = [], dt * theta
+        for _ in range(dtab.dense_degree):
+            powers.append(p)
+            p *= theta
+        rows.append([sum(c * w for c, w in zip(powers, stage, strict=True)) for stage in dtab.dense_rows])
+    w = torch.tensor(rows, dtype=y.dtype).to(y.device, non_blocking=True)  # no stream sync on CUDA
     return torch.addmm(y.unsqueeze(0), w, ext)
