@@ -6,6 +6,7 @@ import numpy as np
 import scipy.integrate
 import scipy.linalg
 import torch
+from torch import nn
 
 # A damped rotation coupled to a decaying mode: y' = M y, exact solution expm(M t) y0.
 LINEAR_M = np.array([[-0.5, 3.0, 0.0], [-3.0, -0.5, 1.0], [0.0, -1.0, -1.0]])
@@ -70,3 +71,15 @@ def scipy_reference(np_f, y0: np.ndarray, t: np.ndarray) -> np.ndarray:
     )
     assert sol.success, sol.message
     return sol.y.T.reshape(len(t), *y0.shape)
+
+
+class Oscillator(nn.Module):
+    """A damped oscillator with a tuple state (x, v) and one parameter, for tuple-state gradient tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.k = nn.Parameter(torch.tensor(1.3, dtype=torch.float64))
+
+    def forward(self, t, state):
+        x, v = state
+        return v, -self.k * x - 0.1 * v

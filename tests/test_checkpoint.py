@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from neuralode import SolveStats, odeint, odeint_adjoint, odeint_checkpoint
+from tests.problems import Oscillator
 
 
 class MLPField(nn.Module):
@@ -158,15 +159,6 @@ def test_gradcheck_adaptive_y0_and_parameters():
 
 
 def test_tuple_state_matches_direct():
-    class Oscillator(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.k = nn.Parameter(torch.tensor(1.3, dtype=torch.float64))
-
-        def forward(self, t, state):
-            x, v = state
-            return v, -self.k * x - 0.1 * v
-
     func = Oscillator()
     x0 = torch.tensor([1.0, 0.5], dtype=torch.float64, requires_grad=True)
     v0 = torch.tensor([0.0, 0.2], dtype=torch.float64, requires_grad=True)
