@@ -41,10 +41,10 @@ format: venv ## Apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint data ## Lint, then the fast test suite (what CI runs)
+test: lint data $(BENCH_STAMP) ## Lint, then the fast test suite (what CI runs; torchdiffeq/torchode are its oracles)
 	$(PY) -m pytest -m "not slow" -q
 
-test-full: lint data ## Every test, the slow ones included
+test-full: lint data $(BENCH_STAMP) ## Every test, the slow ones included
 	$(PY) -m pytest -q
 
 table1: data ## MNIST Table 1 at PROFILE (smoke|quick|paper): train 4 models, measure memory, write results/
