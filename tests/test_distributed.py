@@ -25,6 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["model=odenet", "solver=rk4", "batch_size=32", "profile=smoke", "epochs=3", "++model.channels=8",
              "test_batch_size=32", "progress=false", "tensorboard=true", "device=cpu"]  # fmt: skip
 ITERATIONS = 9  # 3 epochs of the smoke profile's 3 batches
+# How far 2 processes' losses may drift from 1 process's: float32 rounding of the sharded convolutions
+# (batch 16 vs 32) grows over SGD steps at lr 0.1, by how much depends on the CPU's kernels (measured
+# over the 9 iterations: 2e-6 on one machine, 3.8e-5 on another, first seen at iteration 3 as 3e-7).
+LOSS_TOLERANCE = 1e-4
 
 
 def test_shard_bounds_cover_the_batch_once():
@@ -117,12 +121,12 @@ def test_two_gloo_processes_follow_the_single_process_loss_trajectory(tmp_path, 
     assert [s for s, _ in loss_one] == [s for s, _ in loss_two] == list(range(ITERATIONS))
     difference = max(abs(a - b) for (_, a), (_, b) in zip(loss_one, loss_two, strict=True))
     print(f"max |loss(1 process) - loss(2 processes)| over {len(loss_one)} iterations: {difference:.3g}")
-    assert difference < 1e-4, (loss_one, loss_two)
+    assert difference < LOSS_TOLERANCE, (loss_one, loss_two)
     result_one = json.loads((one / "result.json").read_text())
     result_two = json.loads((two / "result.json").read_text())
     assert result_one["world_size"] == 1 and result_two["world_size"] == 2
     for row_one, row_two in zip(result_one["history"], result_two["history"], strict=True):
-        assert row_two["train_loss"] == pytest.approx(row_one["train_loss"], abs=1e-5)
+        assert row_two["train_loss"] == pytest.approx(row_one["train_loss"], abs=LOSS_TOLERANCE)
         assert row_two["train_error"] == pytest.approx(row_one["train_error"], abs=1e-9)
         assert row_two["test_error"] == pytest.approx(row_one["test_error"], abs=1e-9)
         # rk4 on a fixed grid: the same NFE on every rank, forward and adjoint
@@ -183,7 +187,7 @@ def test_killed_two_process_run_resumes_on_every_rank(tmp_path, data_dir, one_pr
     expected = json.loads((one_process / "result.json").read_text())
     assert 1 <= result["resumed_from_epoch"] <= 2
     for row, want in zip(result["history"], expected["history"], strict=True):
-        assert row["train_loss"] == pytest.approx(want["train_loss"], abs=1e-5)
+        assert row["train_loss"] == pytest.approx(want["train_loss"], abs=LOSS_TOLERANCE)
         assert row["test_error"] == pytest.approx(want["test_error"], abs=1e-9)
 
 
