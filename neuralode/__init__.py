@@ -5,6 +5,7 @@ Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statisti
 
 from .adjoint import odeint_adjoint as odeint_adjoint
 from .checkpoint import odeint_checkpoint as odeint_checkpoint
+from .dense_solution import odeint_dense as odeint_dense
 from .errors import MaxStepsExceededError as MaxStepsExceededError
 from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
@@ -33,5 +34,6 @@ __all__ = [
     "odeint",
     "odeint_adjoint",
     "odeint_checkpoint",
+    "odeint_dense",
     "odeint_event",
 ]
