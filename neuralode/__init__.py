@@ -5,11 +5,13 @@ Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statisti
 
 from .adjoint import odeint_adjoint as odeint_adjoint
 from .checkpoint import odeint_checkpoint as odeint_checkpoint
+from .dense_solution import odeint_dense as odeint_dense
 from .errors import MaxStepsExceededError as MaxStepsExceededError
 from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
 from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
+from .errors import ToleranceWarning as ToleranceWarning
 from .event_api import odeint_event as odeint_event
 from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
@@ -28,8 +30,10 @@ __all__ = [
     "SolverCounts",
     "SolverError",
     "StepSizeUnderflowError",
+    "ToleranceWarning",
     "odeint",
     "odeint_adjoint",
     "odeint_checkpoint",
+    "odeint_dense",
     "odeint_event",
 ]

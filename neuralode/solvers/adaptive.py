@@ -173,6 +173,9 @@ class AdaptiveRKSolver(Solver):
                 callbacks.accept(t, y, dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
             f1 = K[-1] if dtab.fsal else func(t1, y1)
+            if problem.dense is not None:  # odeint_dense keeps every step's interpolant (buffer copied)
+                ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
+                problem.dense.record(t, dt, y, ext if buffer is None else ext.clone(), dtab)
             if event is not None and event.crossed(t1, y1):
                 ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
                 interp = _interpolant(dtab, y, ext, t, dt, t1, y1)

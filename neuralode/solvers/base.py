@@ -30,6 +30,8 @@ class FlatProblem:
             not), instead of the initial-step selection, and leave their last proposed step in it: the
             adjoint's interval solves carry the step size from one interval to the next.
         trace: when set, the engine records every accepted step in it (``odeint_checkpoint`` replays them).
+        dense: when set, adaptive RK engines call ``dense.record(t, dt, y, stages)`` with every accepted
+            step's interpolant stages (``odeint_dense``).
     """
 
     func: Callable[[float, Tensor], Tensor]
@@ -46,6 +48,7 @@ class FlatProblem:
     grid: list[float] | None = None
     step_hint: StepHint | None = None
     trace: StepTrace | None = None
+    dense: Any = None
 
 
 @dataclass
