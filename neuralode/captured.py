@@ -5,9 +5,10 @@
 where ``odeint`` would give it one. What is looked at (cheaply, one level deep, never arbitrary
 objects' contents): an ``nn.Module`` func's buffers and plain tensor attributes (of every submodule),
 a callable object's attributes, and the closure cells of a function, of a bound method and of an
-``nn.Module``'s ``forward``; a cell or attribute holding an ``nn.Module`` contributes its parameters
-and buffers, one holding a list/tuple/dict contributes the tensors directly inside it. Not found:
-tensors reached through globals, through other objects' attributes, or computed inside func.
+``nn.Module``'s ``forward``; a cell or attribute holding a list/tuple/dict contributes the tensors
+directly inside it. Not looked at: the parameters of a module captured in a closure (with
+``torch.func.functional_call`` they are deliberately replaced by others), tensors reached through
+globals or through other objects' attributes, and tensors computed inside func.
 """
 
 from __future__ import annotations
@@ -58,14 +59,9 @@ def _holders(func: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _tensors(where: str, value: Any) -> Iterator[tuple[str, Tensor]]:
-    """The tensors of one holder: itself, a module's parameters and buffers, a container's entries."""
+    """The tensors of one holder: itself, or the entries of a list, tuple or dict."""
     if isinstance(value, Tensor):
         yield where, value
-    elif isinstance(value, nn.Module):
-        for name, p in value.named_parameters():
-            yield f"{where} (parameter {name})", p
-        for name, b in value.named_buffers():
-            yield f"{where} (buffer {name})", b
     elif isinstance(value, list | tuple):
         for i, x in enumerate(value):
             if isinstance(x, Tensor):

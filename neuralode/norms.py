@@ -83,4 +83,4 @@ class UserNorm:
             raise ValueError(
                 f"{self.name} returned {number!r} for a finite error: it must return a finite number >= 0"
             )
-        return value.reshape(())
+        return value.squeeze()  # 0-dim

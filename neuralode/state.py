@@ -53,7 +53,7 @@ class StateLayout:
             return flat.view(*lead, *self.shapes[0]).to(self.user_dtypes[0])
         pieces = flat.split(self.numels, dim=-1)
         return tuple(
-            p.reshape(*lead, *shape).to(dtype)
+            p.reshape((*lead, *shape)).to(dtype)
             for p, shape, dtype in zip(pieces, self.shapes, self.user_dtypes, strict=True)
         )
 
