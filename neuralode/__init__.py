@@ -6,6 +6,8 @@ Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statisti
 from .adjoint import odeint_adjoint as odeint_adjoint
 from .checkpoint import odeint_checkpoint as odeint_checkpoint
 from .dense_solution import odeint_dense as odeint_dense
+from .errors import AdjointParamsWarning as AdjointParamsWarning
+from .errors import EventNotFoundError as EventNotFoundError
 from .errors import MaxStepsExceededError as MaxStepsExceededError
 from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
@@ -22,6 +24,8 @@ from .stats import SolveStats as SolveStats
 __version__ = "0.1.0"
 __all__ = [
     "SOLVERS",
+    "AdjointParamsWarning",
+    "EventNotFoundError",
     "MaxStepsExceededError",
     "NewtonConvergenceError",
     "NonFiniteStateError",

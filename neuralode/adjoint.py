@@ -16,13 +16,16 @@ import torch
 from torch import Tensor
 
 from .callbacks import StepCallbacks, make_callbacks
+from .captured import warn_uncaptured
 from .checks import backward_tolerances, check_adjoint_params, make_solver, prepare
+from .errors import SolverError
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .precision import AutocastSetting, solver_precision
 from .solvers import FlatProblem, Solver
 from .solvers.base import StepHint
-from .solvers.fixed_grid import check_grid
+from .solvers.fixed_grid import check_grid, check_grid_length
+from .solvers.options import resolve_max_num_steps
 from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
 
@@ -77,6 +80,7 @@ def odeint_adjoint(
     respect to y0, every parameter (zero if unused) and every entry of t are returned.
     """
     params = check_adjoint_params(func, adjoint_params, "odeint_adjoint")
+    warn_uncaptured(func, params, "odeint_adjoint")
 
     counts = SolverCounts()
     if stats is not None:
@@ -216,7 +220,10 @@ def _backward_solve(
             step_hint=hint,
         )
         with torch.no_grad():
-            aug = setup.solver.integrate(problem)[-1]
+            try:
+                aug = setup.solver.integrate(problem)[-1]
+            except SolverError as err:
+                raise _backward_error(err, times[i], times[i - 1], grad_ys) from err
         a = aug[n : 2 * n] + grad_ys[i - 1]  # the state itself restarts from the saved forward value
         a_params = aug[2 * n : 2 * n + n_params]
         if need_t:
@@ -226,6 +233,22 @@ def _backward_solve(
         grad_t = grad_t.to(t.dtype)
     grad_params = [g.view_as(p).to(p.dtype) for g, p in zip(a_params.split(param_sizes), params, strict=True)]
     return a, grad_t, grad_params
+
+
+def _backward_error(err: SolverError, start: float, end: float, grad_ys: Tensor) -> SolverError:
+    """The same error class, saying that it happened in the backward pass and what can be changed."""
+    cause = ""
+    if not bool(torch.isfinite(grad_ys).all()):
+        cause = (
+            " The gradient flowing into odeint_adjoint (dL/dy at the output times) already contains NaN or "
+            "inf: check the loss."
+        )
+    message = (
+        f"in odeint_adjoint's backward pass (the adjoint solve from t={start!r} back to t={end!r}): {err}"
+        f"{cause} The backward solve has its own settings: try adjoint_rtol/adjoint_atol, or adjoint_method "
+        "(and adjoint_options)."
+    )
+    return type(err)(message, err.t)
 
 
 def _backward_grids(setup: _AdjointSetup, ys: Tensor, t: Tensor) -> list[list[float]] | None:
@@ -240,6 +263,8 @@ def _backward_grids(setup: _AdjointSetup, ys: Tensor, t: Tensor) -> list[list[fl
     what = "adjoint_options['grid_constructor'] (called with the reversed t)"
     if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
         raise ValueError(f"{what} must return a 1-D tensor with at least 2 times")
+    max_steps = resolve_max_num_steps(setup.solver.options.max_num_steps, event=False)
+    check_grid_length(grid.numel() - 1, max_steps, what)
     values = grid.detach().cpu().double().tolist()
     check_grid(values, times[-1], times[0], what)
     direction = 1.0 if times[0] > times[-1] else -1.0  # of the backward solve
@@ -309,4 +334,4 @@ def _adjoint_norm(
         *(p.detach().to(ys.dtype) for p in params),
         *((ys.new_zeros(1),) if need_t else ()),
     )
-    return UserNorm(norm, StateLayout(example))
+    return UserNorm(norm, StateLayout(example), "adjoint_options")

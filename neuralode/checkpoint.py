@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .captured import warn_uncaptured
 from .checks import PreparedSolve, check_adjoint_params, prepare
 from .precision import AutocastSetting, solver_precision
 from .solvers import AdaptiveRKSolver, FixedGridSolver, FlatProblem, Solver
@@ -92,6 +93,7 @@ def odeint_checkpoint(
             "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event handling"
         )
     params = check_adjoint_params(func, adjoint_params, "odeint_checkpoint")
+    warn_uncaptured(func, params, "odeint_checkpoint")
     counts = SolverCounts()
     if stats is not None:
         stats.backward = SolverCounts()  # filled when this call's backward pass runs

@@ -46,6 +46,8 @@ def check_y0(y0: Any) -> StateLayout:
             raise TypeError(f"{where} must be floating point, got {x.dtype}; convert it, e.g. y0.float()")
         if x.device != tensors[0].device:
             raise ValueError(f"{where} is on {x.device} but y0[0] is on {tensors[0].device}: use one device")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{where} contains NaN or infinite values: the initial state must be finite")
     return StateLayout(tuple(y0) if not isinstance(y0, Tensor) else y0)
 
 
@@ -160,6 +162,11 @@ def check_adjoint_params(func: Any, adjoint_params: Any, caller: str) -> tuple[T
 
 def make_solver(method: str | None, options: Mapping[str, Any] | None, arg: str = "method") -> Solver:
     method = DEFAULT_METHOD if method is None else method
+    if not isinstance(method, str):
+        raise TypeError(
+            f"{arg} must be a method name (a str) from neuralode.SOLVERS, e.g. 'dopri5', or None; "
+            f"got {type(method).__name__} {method!r}"
+        )
     if method not in SOLVERS:
         raise ValueError(f'{arg}="{method}" is unknown; choose one of: {", ".join(SOLVERS)}')
     solver_class = SOLVERS[method]

@@ -23,6 +23,11 @@ class MaxStepsExceededError(SolverError):
     """More than ``max_num_steps`` steps were attempted."""
 
 
+class EventNotFoundError(MaxStepsExceededError):
+    """An event search (``event_fn``) ended without a sign change: its step bound was reached, or the
+    step size grew until time would overflow (no end time bounds an event search)."""
+
+
 class StepSizeUnderflowError(SolverError):
     """The step size became too small to change the time (t + dt == t)."""
 
@@ -37,3 +42,18 @@ class NewtonConvergenceError(SolverError):
 
 class ToleranceWarning(UserWarning):
     """A tolerance the state's dtype cannot deliver was raised to one it can (filter it with this class)."""
+
+
+class AdjointParamsWarning(UserWarning):
+    """``odeint_adjoint``/``odeint_checkpoint``: func uses a tensor that requires grad but is not among
+    ``adjoint_params``, so its gradient would silently stay None."""
+
+
+def event_not_found(where: str, t0: float, t: float, why: str) -> EventNotFoundError:
+    """The error of an event search that ends without a crossing, saying where it stopped and why."""
+    return EventNotFoundError(
+        f"event_fn never changed sign: {where} searched from t={t0!r} to t={t!r} and stopped ({why}). "
+        "Check that an entry of event_fn(t, y) changes sign along the solution in the direction of t "
+        "(t[1] only gives the direction), or raise options['max_num_steps'].",
+        t,
+    )

@@ -27,6 +27,10 @@ def odeint_event(
     Returns ``(event_t, solution)`` as ``odeint(..., event_fn=...)`` does; ``odeint_interface`` may be
     ``odeint_adjoint``. Other keyword arguments (rtol, atol, method, options, ...) are passed on.
     """
+    if not callable(event_fn):
+        raise TypeError(
+            f"event_fn must be callable as event_fn(t, y) -> tensor, got {type(event_fn).__name__}"
+        )
     if not isinstance(t0, Tensor):
         t0 = torch.tensor(float(t0), dtype=torch.float64)
     if t0.numel() != 1:

@@ -26,12 +26,16 @@ class EventFunction:
         self.event_fn = event_fn
         self.layout = layout
         self.sign0: Tensor | None = None
+        self._checked = False
 
     def values(self, t: float | Tensor, y: Tensor) -> Tensor:
         tt = t if isinstance(t, Tensor) else time_tensor(t, self.layout.dtype, y.device)
         out = self.event_fn(tt, self.layout.unflatten(y))
         if not isinstance(out, Tensor):
             raise TypeError(f"event_fn must return a tensor, got {type(out).__name__}")
+        if not self._checked:
+            _check_event_values(out, float(tt))
+            self._checked = True
         return out.reshape(-1)
 
     @torch.no_grad()
@@ -53,6 +57,25 @@ class EventFunction:
         """The index of the first component that has crossed at (t, y)."""
         sign = torch.sign(self.values(t, y))
         return int(((sign != self.sign0) & (self.sign0 != 0)).nonzero()[0])
+
+
+def _check_event_values(out: Tensor, t: float) -> None:
+    """The first output of event_fn, before any step: without a real, finite entry no sign change
+    can ever be seen, and the search would only end at its step bound."""
+    if not out.dtype.is_floating_point:
+        raise TypeError(
+            f"event_fn must return a real floating-point tensor (its sign changes are the events), got dtype "
+            f"{out.dtype}; return e.g. y[0] - 1.0"
+        )
+    if out.numel() == 0:
+        raise ValueError(
+            "event_fn returned an empty tensor: return at least one value whose sign change is the event"
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"event_fn returned NaN or infinite values at the start t={t!r}: return finite values whose sign "
+            "change is the event"
+        )
 
 
 @torch.no_grad()

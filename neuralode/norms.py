@@ -7,6 +7,7 @@ solver can leave the step size out and multiply it in on the host (one tensor op
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -46,14 +47,40 @@ class RMSNorm:
 
 
 class UserNorm:
-    """A user's ``norm(error_in_user_structure) -> scalar``, given the step-scaled error."""
+    """A user's ``norm(error_in_user_structure) -> scalar``, given the step-scaled error.
+
+    Every value is checked (the step control reads it on the host anyway): a real scalar, >= 0, and
+    finite whenever the error is, so that a misbehaving norm is named as such and not blamed on func.
+    """
 
     homogeneous = False
 
-    def __init__(self, norm: Callable, layout: StateLayout) -> None:
+    def __init__(self, norm: Callable, layout: StateLayout, arg: str = "options") -> None:
         self.norm = norm
         self.layout = layout
+        self.name = f"{arg}['norm']"
 
     def __call__(self, x: Tensor) -> Tensor:
         value = self.norm(self.layout.unflatten(x))
-        return value if isinstance(value, Tensor) else torch.as_tensor(value, dtype=x.dtype)
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"{self.name} must return a scalar, got a tensor of shape {tuple(value.shape)}"
+                )
+            if value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"{self.name} must return a real scalar, got dtype {value.dtype}")
+            number = float(value)
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            number = float(value)
+            value = torch.as_tensor(number, dtype=x.dtype, device=x.device)
+        else:
+            raise TypeError(
+                f"{self.name} must return a real scalar (a float or 0-dim tensor), got {type(value).__name__}"
+            )
+        if number < 0:
+            raise ValueError(f"{self.name} returned {number!r}: a norm is >= 0 (e.g. the RMS of the error)")
+        if not math.isfinite(number) and bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"{self.name} returned {number!r} for a finite error: it must return a finite number >= 0"
+            )
+        return value.squeeze()  # 0-dim

@@ -99,7 +99,11 @@ class FlatFunc:
         # a tuple of ints costs a quarter of a view to a torch.Size.)
         self.counts.nfe += 1
         t_tensor = torch.scalar_tensor(t, dtype=layout.dtype, device=y.device)
-        return self.func(t_tensor, y.view(*layout.plain_shape)).flatten()
+        out = self.func(t_tensor, y.view(*layout.plain_shape))
+        flat = out.flatten() if isinstance(out, Tensor) else None
+        if flat is None or flat.numel() != layout.size:  # O(1): the shape was checked at the first call
+            self._shape_changed(out, t)
+        return flat
 
     def call_tensor_t(self, t: Tensor, y: Tensor) -> Tensor:
         self.counts.nfe += 1
@@ -111,7 +115,35 @@ class FlatFunc:
             out = self._to_state_dtypes(out)
         if not self._checked:
             self._check_output(out, float(t))
-        return self.layout.flatten(out)
+            return self.layout.flatten(out)
+        try:
+            flat = self.layout.flatten(out)
+        except (
+            AttributeError,
+            TypeError,
+            RuntimeError,
+        ):  # not tensors any more, or a tuple of another length
+            flat = None
+        if flat is None or flat.numel() != self.layout.size:
+            self._shape_changed(out, float(t))
+        return flat
+
+    def _shape_changed(self, out: object, t: float) -> None:
+        """func's output no longer fits y0 (it did at the first call): say so, naming both shapes."""
+        layout = self.layout
+
+        def describe(x: object) -> str:
+            if isinstance(x, Tensor):
+                return f"shape {tuple(x.shape)}"
+            if isinstance(x, tuple | list):
+                return "(" + ", ".join(describe(o) for o in x) + ")"
+            return type(x).__name__
+
+        expected = ", ".join(f"shape {tuple(shape)}" for shape in layout.shapes)
+        raise ValueError(
+            f"func returned {describe(out)} at t={t!r}, but y0 has {expected} (and func's first output had "
+            "it): dy/dt must have the shape of y at every call"
+        )
 
     def _to_state_dtypes(self, out: object) -> object:
         """Autocast outputs (bfloat16/float16) back in the dtypes of y0; the check sees anything else."""

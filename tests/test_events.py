@@ -127,3 +127,96 @@ def test_gradient_with_respect_to_the_start_time(solve):
     assert d_t.tolist() == pytest.approx([1.0, 0.0], abs=1e-8)
     (d_v,) = torch.autograd.grad(ys[-1, 1], t)
     assert d_v.tolist() == pytest.approx([0.0, 0.0], abs=1e-8)
+
+
+# ----- issue 16: every event search ends, with a clear error -----
+
+import time  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from neuralode import EventNotFoundError, MaxStepsExceededError, SolveStats  # noqa: E402
+
+NEVER = [
+    ("dopri5", None),
+    ("tsit5", None),
+    ("rk4", {"step_size": 0.1}),
+    ("euler", {"step_size": 0.1}),
+    ("scipy_solver", {"solver": "RK45"}),
+]
+
+
+@pytest.mark.parametrize(("method", "options"), NEVER, ids=[m for m, _ in NEVER])
+def test_an_event_that_is_never_reached_fails_fast_saying_so(method, options):
+    # the issue's example: y decays to 0, y[0] + 1 never changes sign (181 s and 6,000,002 evaluations before)
+    stats = SolveStats()
+    start = time.perf_counter()
+    with pytest.raises(
+        EventNotFoundError, match=r"^event_fn never changed sign: .*max_num_steps=1,000 steps"
+    ) as info:
+        odeint(lambda t, y: -y, torch.tensor([1.0, 2.0]), torch.tensor([0.0]), method=method,
+               options=options, event_fn=lambda t, y: y[0] + 1, stats=stats)  # fmt: skip
+    assert time.perf_counter() - start < 5.0  # about 0.1 s on a quiet machine
+    assert isinstance(info.value, MaxStepsExceededError)
+    assert stats.forward.n_steps <= 1_000
+    assert "direction" in str(info.value) and f"t={info.value.t!r}" in str(info.value)
+
+
+@pytest.mark.parametrize(("method", "options"), NEVER, ids=[m for m, _ in NEVER])
+@given(n=st.integers(1, 60), backwards=st.booleans())
+@settings(max_examples=10, deadline=None, derandomize=True)
+def test_max_num_steps_bounds_every_event_search(method, options, n, backwards):
+    stats = SolveStats()
+    t = torch.tensor([0.0, -1.0 if backwards else 1.0])
+    with pytest.raises(EventNotFoundError, match=f"max_num_steps={n} steps"):
+        odeint(lambda t, y: torch.cos(t) * torch.ones_like(y), torch.tensor([0.5]), t, method=method,
+               options={**(options or {}), "max_num_steps": n}, event_fn=lambda t, y: y[0] + 10,
+               stats=stats)  # fmt: skip
+    assert stats.forward.n_steps <= n
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "dopri8"])
+def test_a_resting_state_without_crossing_stops_before_time_overflows(dtype, method):
+    # dy/dt = 0: the step grew tenfold per step until "value cannot be converted to type float without
+    # overflow"
+    with pytest.raises(EventNotFoundError, match=r"time would overflow") as info:
+        odeint(lambda t, y: torch.zeros_like(y), torch.tensor([1.0, 2.0], dtype=dtype), torch.tensor([0.0]),
+               method=method, event_fn=lambda t, y: y[0] + 1)  # fmt: skip
+    assert math.isfinite(info.value.t) and abs(info.value.t) < torch.finfo(dtype).max
+
+
+def test_a_resting_state_on_a_fixed_grid_stops_before_time_overflows():
+    with pytest.raises(EventNotFoundError, match=r"time would overflow"):
+        odeint(lambda t, y: torch.zeros_like(y), torch.tensor([1.0]), torch.tensor([0.0]), method="euler",
+               options={"step_size": 1e36, "max_num_steps": 10_000},
+               event_fn=lambda t, y: y[0] + 1)  # fmt: skip
+
+
+BAD_EVENT_OUTPUTS = [
+    (lambda t, y: y[:0], ValueError, r"^event_fn returned an empty tensor"),
+    (lambda t, y: y[0] * float("nan"), ValueError, r"^event_fn returned NaN or infinite values"),
+    (lambda t, y: y * float("inf"), ValueError, r"^event_fn returned NaN or infinite values"),
+    (lambda t, y: torch.tensor(1), TypeError, r"^event_fn must return a real floating-point tensor"),
+    (lambda t, y: y > 0, TypeError, r"^event_fn must return a real floating-point tensor"),
+    (lambda t, y: y.to(torch.complex64), TypeError, r"^event_fn must return a real floating-point tensor"),
+    (lambda t, y: 1.0, TypeError, r"^event_fn must return a tensor"),
+]
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "scipy_solver"])
+@pytest.mark.parametrize(("event_fn", "exc", "match"), BAD_EVENT_OUTPUTS)
+def test_a_bad_event_fn_output_is_refused_at_its_first_call(method, event_fn, exc, match):
+    # an empty or NaN event_fn hung (about 800k calls in 20 s)
+    calls = []
+
+    def f(t, y):
+        calls.append(t)
+        return -y
+
+    options = {"step_size": 0.1} if method == "rk4" else None
+    with pytest.raises(exc, match=match):
+        odeint(f, torch.tensor([1.0, 2.0]), torch.tensor([0.0]), method=method, options=options,
+               event_fn=event_fn)  # fmt: skip
+    assert len(calls) <= 1  # at most the one evaluation that some solvers take before starting

@@ -12,10 +12,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
+from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError, event_not_found
 from ..events import bisect
 from .base import FlatProblem, Solver
-from .options import AdaptiveOptions
+from .options import AdaptiveOptions, resolve_max_num_steps
 from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
 from .step_size import IntegralController, PIController, initial_step
 
@@ -66,6 +66,9 @@ class AdaptiveRKSolver(Solver):
         homogeneous = getattr(norm, "homogeneous", False)
         t, t_end = times[0], times[-1]
         direction = 1.0 if t_end > t else -1.0
+        max_steps = resolve_max_num_steps(opts.max_num_steps, event is not None)
+        # times and steps stay representable in the state's dtype (an event search has no end time)
+        t_limit = torch.finfo(y.dtype).max
         if event is not None:  # no end time: the event ends the solve
             t_end = direction * math.inf
             times = [t, t_end]
@@ -103,6 +106,13 @@ class AdaptiveRKSolver(Solver):
                 hit_stop = stops[next_stop]
                 t1 = hit_stop
             dt = t1 - t
+            if not (abs(t1) < t_limit and abs(dt) < t_limit):  # the step grew until time would overflow
+                if event is not None:
+                    raise event_not_found(
+                        "the solver", times[0], t, f"the step size grew to {h:.3g}, time would overflow"
+                    )
+                t1 = t_end if hit_stop is None else t1
+                dt = t1 - t
             if (t1 == t or t + dt == t) and last_rejection_nonfinite:
                 raise NonFiniteStateError(
                     f"the state or its derivative becomes non-finite (NaN or inf) just after t={t!r}: every "
@@ -116,9 +126,11 @@ class AdaptiveRKSolver(Solver):
                     "or another method.",
                     t,
                 )
-            if attempts >= opts.max_num_steps:
+            if attempts >= max_steps:
+                if event is not None:
+                    raise event_not_found("the solver", times[0], t, f"max_num_steps={max_steps:,} steps")
                 raise MaxStepsExceededError(
-                    f"max_num_steps={opts.max_num_steps} steps reached at t={t!r} before t={t_end!r}; try "
+                    f"max_num_steps={max_steps:,} steps reached at t={t!r} before t={t_end!r}; try "
                     "looser tolerances (rtol/atol) or raise options['max_num_steps'].",
                     t,
                 )

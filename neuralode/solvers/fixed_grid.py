@@ -16,28 +16,43 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..errors import MaxStepsExceededError, NonFiniteStateError
+from ..errors import NonFiniteStateError, event_not_found
 from ..events import bisect
 from .base import FlatProblem, Solver
-from .options import FixedGridOptions
+from .options import FixedGridOptions, resolve_max_num_steps
 from .runge_kutta import DeviceTableau, rk_step, stage_buffer
 
-# An event search on a fixed grid has no end time; this bounds it.
-MAX_EVENT_STEPS = 1_000_000
 
-
-def uniform_grid(t0: float, t_end: float, step: float) -> list[float]:
-    """t0, t0 + h, ..., ending exactly at t_end (the last step may be shorter)."""
+def uniform_grid(t0: float, t_end: float, step: float, max_steps: int | None = None) -> list[float]:
+    """t0, t0 + h, ..., ending exactly at t_end (the last step may be shorter); a grid of more than
+    ``max_steps`` steps is refused before it is built."""
     direction = 1.0 if t_end > t0 else -1.0
     span = abs(t_end - t0)
-    n = max(1, math.ceil(span / step - 1e-9))  # 1e-9: 1.0/0.1 must give 10 steps, not 11
+    steps = span / step - 1e-9  # 1e-9: 1.0/0.1 must give 10 steps, not 11
+    if max_steps is not None and steps > max_steps:
+        raise ValueError(
+            f"options['step_size']={step!r} on [{t0!r}, {t_end!r}] needs {math.ceil(steps):,} steps, more "
+            f"than max_num_steps={max_steps:,}: use a larger step_size, or raise options['max_num_steps']"
+        )
+    n = max(1, math.ceil(steps))
     return [t0 + direction * step * i for i in range(n)] + [t_end]
+
+
+def check_grid_length(n_steps: int, max_steps: int, what: str) -> None:
+    """Refuse a grid of more than ``max_steps`` steps (before it is converted to a list)."""
+    if n_steps > max_steps:
+        raise ValueError(
+            f"{what} returned a grid of {n_steps:,} steps, more than max_num_steps={max_steps:,}: use a "
+            "coarser grid, or raise max_num_steps in the options"
+        )
 
 
 def check_grid(
     values: list[float], t0: float, t_end: float, what: str = "options['grid_constructor']"
 ) -> None:
-    """A grid must run strictly monotonically from t0 to t_end."""
+    """A grid must be finite and run strictly monotonically from t0 to t_end."""
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} returned a grid with NaN or infinite times; it must be finite")
     if values[0] != t0 or values[-1] != t_end:
         raise ValueError(
             f"{what} returned a grid from {values[0]} to {values[-1]}; "
@@ -48,12 +63,15 @@ def check_grid(
         raise ValueError(f"{what} must return a strictly monotone grid in the direction of t")
 
 
-def _custom_grid(problem: FlatProblem, constructor) -> list[float]:
+def _custom_grid(problem: FlatProblem, constructor, max_steps: int) -> list[float]:
     if problem.grid is not None:  # the adjoint passes the slice of a grid built once for the whole solve
         return problem.grid
     grid = constructor(problem.user_func, problem.user_y0, problem.t_tensor)
     if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
         raise ValueError("options['grid_constructor'] must return a 1-D tensor with at least 2 times")
+    if grid.is_complex() or grid.dtype == torch.bool:
+        raise ValueError(f"options['grid_constructor'] must return real times, got dtype {grid.dtype}")
+    check_grid_length(grid.numel() - 1, max_steps, "options['grid_constructor']")
     values = grid.detach().cpu().double().tolist()
     check_grid(values, problem.times[0], problem.times[-1])
     return values
@@ -121,11 +139,12 @@ class FixedGridSolver(Solver):
 
     def grid(self, problem: FlatProblem) -> list[float]:
         opts: FixedGridOptions = self.options
+        max_steps = resolve_max_num_steps(opts.max_num_steps, event=False)
         if opts.grid_constructor is not None:
-            return _custom_grid(problem, opts.grid_constructor)
+            return _custom_grid(problem, opts.grid_constructor, max_steps)
         if opts.step_size is None:  # torchdiffeq's default: step from output time to output time
             return list(problem.times)
-        return uniform_grid(problem.times[0], problem.times[-1], opts.step_size)
+        return uniform_grid(problem.times[0], problem.times[-1], opts.step_size, max_steps)
 
     def interpolate(self, problem: FlatProblem, step: GridStep, t: float) -> Tensor:
         """y at time t inside the step: linear, or cubic Hermite from f at both ends."""
@@ -180,13 +199,15 @@ class FixedGridSolver(Solver):
                 "grid) nor a grid_constructor can know where the event is"
             )
         t0, h = problem.times[0], self.options.step_size
-        for i in range(MAX_EVENT_STEPS + 1):
-            yield t0 + direction * h * i
-        raise MaxStepsExceededError(
-            f"no event within {MAX_EVENT_STEPS} steps of size {h} from t={t0!r}: check event_fn's sign "
-            "change and the direction of t",
-            t0 + direction * h * MAX_EVENT_STEPS,
-        )
+        max_steps = resolve_max_num_steps(self.options.max_num_steps, event=True)
+        limit = torch.finfo(problem.y0.dtype).max  # times stay representable in the state's dtype
+        where = f"a fixed grid of step_size={h!r}"
+        for i in range(max_steps + 1):
+            t = t0 + direction * h * i
+            if not abs(t) < limit:
+                raise event_not_found(where, t0, t0 + direction * h * (i - 1), "time would overflow")
+            yield t
+        raise event_not_found(where, t0, t0 + direction * h * max_steps, f"max_num_steps={max_steps:,} steps")
 
 
 def hermite(y0: Tensor, y1: Tensor, f0: Tensor, f1: Tensor, dt: float, theta: float) -> Tensor:
@@ -206,8 +227,11 @@ def _check_finite(result: Tensor, times: list[float]) -> None:
     if bool(finite.all()):
         return
     first = int((~finite).nonzero()[0])
+    where = (
+        f"at t={times[0]!r} (y0)" if first == 0 else f"between t={times[first - 1]!r} and t={times[first]!r}"
+    )
     raise NonFiniteStateError(
-        f"the state became non-finite (NaN or inf) between t={times[first - 1]!r} and t={times[first]!r}: "
+        f"the state became non-finite (NaN or inf) {where}: "
         "try a smaller step_size, or check func for overflow or division by zero.",
         times[first],
     )

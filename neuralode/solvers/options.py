@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
@@ -32,10 +33,10 @@ class _Options:
                     renamed[name] = renamed.pop(alias)
             options = renamed
         valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(valid))
+        unknown = sorted(map(repr, set(options) - set(valid)))  # by repr: keys need not be strings
         if unknown:
             raise ValueError(
-                f"{arg} has unknown key(s) {', '.join(map(repr, unknown))} for method={method!r}; "
+                f"{arg} has unknown key(s) {', '.join(unknown)} for method={method!r}; "
                 f"valid keys: {', '.join(valid)}"
             )
         parsed = cls(**options)
@@ -46,14 +47,57 @@ class _Options:
         raise NotImplementedError
 
 
+DEFAULT_MAX_NUM_STEPS = 1_000_000  # an ordinary solve (its end time bounds it too)
+DEFAULT_EVENT_MAX_NUM_STEPS = 1_000  # an event search, which has no end time: fail in well under a second
+
+
+def resolve_max_num_steps(value: int | None, event: bool) -> int:
+    """The step bound of one solve: ``options['max_num_steps']`` if set, else the default for an
+    ordinary solve or, smaller, for an open-ended event search (which otherwise runs for minutes)."""
+    if value is not None:
+        return int(value)
+    return DEFAULT_EVENT_MAX_NUM_STEPS if event else DEFAULT_MAX_NUM_STEPS
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (int, float or NumPy scalar), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _positive(value: Any, name: str, arg: str, allow_none: bool = False, allow_zero: bool = False) -> None:
     if value is None and allow_none:
         return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = _is_real(value) and math.isfinite(value)
     if ok and (value > 0 or (allow_zero and value == 0)):
         return
     bound = ">= 0" if allow_zero else "> 0"
     raise ValueError(f"{arg}[{name!r}] must be a finite number {bound}, got {value!r}")
+
+
+def _max_step(value: Any, arg: str) -> None:
+    """A step bound: a number > 0, infinity allowed (no bound), NaN not."""
+    if not (_is_real(value) and value > 0):
+        raise ValueError(f"{arg}['max_step'] must be a number > 0 (math.inf for no bound), got {value!r}")
+
+
+def _check_max_num_steps(value: Any, arg: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"{arg}['max_num_steps'] must be an int >= 1 (steps before the solve gives up), or None for "
+            f"the default ({DEFAULT_MAX_NUM_STEPS:,}; {DEFAULT_EVENT_MAX_NUM_STEPS:,} for an event search), "
+            f"got {value!r}"
+        )
+
+
+def _in_range(value: Any, name: str, arg: str, low: float, high: float, why: str) -> None:
+    """A finite number in (low, high] (low < value <= high); ``why`` says what it does."""
+    if not (_is_real(value) and math.isfinite(value) and low < value <= high):
+        upper = "inf)" if math.isinf(high) else f"{high:g}]"
+        raise ValueError(
+            f"{arg}[{name!r}] must be a finite number in ({low:g}, {upper} ({why}), got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -68,15 +112,20 @@ class FixedGridOptions(_Options):
         perturb: evaluate func just inside each step (never exactly at a grid point), for
             dynamics with discontinuities at grid points.
         interp: how output times between grid points are filled, "linear" or "cubic" (Hermite).
+        max_num_steps: the most steps a grid may have (a longer one is refused before it is built);
+            for an event search, the steps taken before EventNotFoundError. None: 1,000,000, and
+            1,000 for an event search.
     """
 
     step_size: float | None = None
     grid_constructor: Callable | None = None
     perturb: bool = False
     interp: str = "linear"
+    max_num_steps: int | None = None
 
     def validate(self, arg: str) -> None:
         _positive(self.step_size, "step_size", arg, allow_none=True)
+        _check_max_num_steps(self.max_num_steps, arg)
         if self.grid_constructor is not None and not callable(self.grid_constructor):
             raise ValueError(f"{arg}['grid_constructor'] must be callable fn(func, y0, t) -> grid")
         if self.step_size is not None and self.grid_constructor is not None:
@@ -99,8 +148,10 @@ class AdaptiveOptions(_Options):
         first_step: initial step size; default: Hairer & Wanner's selection (one extra evaluation).
         min_step, max_step: bounds on the step size; a step at ``min_step`` is accepted whatever
             its error.
-        max_num_steps: attempted steps (accepted + rejected) before MaxStepsExceededError.
-        safety, ifactor, dfactor: new step = old * clamp(safety * ratio^-k, dfactor, ifactor).
+        max_num_steps: attempted steps (accepted + rejected) before MaxStepsExceededError
+            (EventNotFoundError in an event search). None: 1,000,000, and 1,000 for an event search.
+        safety, ifactor, dfactor: new step = old * clamp(safety * ratio^-k, dfactor, ifactor), with
+            safety in (0, 1], ifactor >= 1, dfactor in (0, 1].
         controller: "integral" (the classic controller) or "pi" (proportional-integral, Gustafsson;
             smoother step sequences when the step size is limited by stability).
         norm: callable on the scaled error in the user's structure, or "rms" (default: RMS per
@@ -117,7 +168,7 @@ class AdaptiveOptions(_Options):
     first_step: float | None = None
     min_step: float = 0.0
     max_step: float = math.inf
-    max_num_steps: int = 1_000_000
+    max_num_steps: int | None = None
     safety: float = 0.9
     ifactor: float = 10.0
     dfactor: float = 0.2
@@ -133,16 +184,16 @@ class AdaptiveOptions(_Options):
     def validate(self, arg: str) -> None:
         _positive(self.first_step, "first_step", arg, allow_none=True)
         _positive(self.min_step, "min_step", arg, allow_zero=True)
-        if not (isinstance(self.max_step, int | float) and self.max_step > 0):
-            raise ValueError(f"{arg}['max_step'] must be a number > 0, got {self.max_step!r}")
+        _max_step(self.max_step, arg)
         if self.min_step > self.max_step:
             raise ValueError(f"{arg}: min_step={self.min_step} is larger than max_step={self.max_step}")
-        if not isinstance(self.max_num_steps, int) or self.max_num_steps < 1:
-            raise ValueError(f"{arg}['max_num_steps'] must be an int >= 1, got {self.max_num_steps!r}")
-        _positive(self.safety, "safety", arg)
-        if not 0 < self.dfactor <= 1 <= self.ifactor:
+        _check_max_num_steps(self.max_num_steps, arg)
+        _in_range(self.safety, "safety", arg, 0.0, 1.0, "the fraction of the predicted step taken, e.g. 0.9")
+        _in_range(self.dfactor, "dfactor", arg, 0.0, 1.0, "the most a step may shrink by, e.g. 0.2")
+        if not (_is_real(self.ifactor) and math.isfinite(self.ifactor) and self.ifactor >= 1):
             raise ValueError(
-                f"{arg}: need 0 < dfactor <= 1 <= ifactor, got dfactor={self.dfactor}, ifactor={self.ifactor}"
+                f"{arg}['ifactor'] must be a finite number >= 1 (the most a step may grow by, e.g. 10), "
+                f"got {self.ifactor!r}"
             )
         if self.controller not in CONTROLLERS:
             raise ValueError(f"{arg}['controller'] must be one of {CONTROLLERS}, got {self.controller!r}")
@@ -214,21 +265,24 @@ class ScipyOptions(_Options):
         min_step: smallest step (LSODA only: SciPy's other methods have no such option).
         max_step: largest step.
         first_step: initial step (default: SciPy's selection).
+        max_num_steps: SciPy steps before MaxStepsExceededError (EventNotFoundError in an event
+            search). None: 1,000,000, and 1,000 for an event search.
     """
 
     solver: str = "LSODA"
     min_step: float = 0.0
     max_step: float = math.inf
     first_step: float | None = None
+    max_num_steps: int | None = None
 
     def validate(self, arg: str) -> None:
-        if self.solver not in SCIPY_SOLVERS:
+        if not isinstance(self.solver, str) or self.solver not in SCIPY_SOLVERS:
             raise ValueError(
                 f"{arg}['solver'] must be one of {', '.join(SCIPY_SOLVERS)}, got {self.solver!r}"
             )
         _positive(self.min_step, "min_step", arg, allow_zero=True)
-        if not (isinstance(self.max_step, int | float) and self.max_step > 0):
-            raise ValueError(f"{arg}['max_step'] must be a number > 0, got {self.max_step!r}")
+        _max_step(self.max_step, arg)
+        _check_max_num_steps(self.max_num_steps, arg)
         _positive(self.first_step, "first_step", arg, allow_none=True)
         if self.min_step > 0 and self.solver != "LSODA":
             raise ValueError(

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import SolverError
+from ..errors import MaxStepsExceededError, NonFiniteStateError, SolverError, event_not_found
 from ..events import bisect
 from ..state import FlatFunc
 from .base import FlatProblem, Solver
 from .implicit import jacobian
-from .options import ScipyOptions
+from .options import ScipyOptions, resolve_max_num_steps
 
 _ORDERS = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "BDF": 5, "LSODA": 12}
 _EVENT_SPAN = 1e12  # SciPy needs a bound; an event search runs towards it
@@ -55,7 +55,10 @@ class ScipySolver(Solver):
         def fun(t: float, y: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 out = problem.func(float(t), torch.as_tensor(y, dtype=dtype).to(device))
-            return out.detach().cpu().double().numpy()
+            values = out.detach().cpu().double().numpy()
+            if self._nonfinite_t is None and not np.all(np.isfinite(values)):
+                self._nonfinite_t = float(t)  # SciPy may step on for a while; report where it began
+            return values
 
         kwargs: dict = {"rtol": problem.rtol, "atol": problem.atol, "max_step": opts.max_step}
         if opts.solver == "LSODA":
@@ -79,33 +82,59 @@ class ScipySolver(Solver):
             kwargs["jac"] = jac
         solver_class = getattr(scipy.integrate, opts.solver)
         y0_np = y0.detach().cpu().double().numpy()
+        self._nonfinite_t: float | None = None  # the first time func returned NaN or inf
+        self._steps = 0
         return solver_class(fun, problem.times[0], y0_np, t_bound, **kwargs)
 
-    def _advance(self, solver, problem: FlatProblem) -> None:
+    def _advance(self, solver, problem: FlatProblem, max_steps: int, event: bool = False) -> None:
+        if self._steps >= max_steps:
+            if event:
+                raise event_not_found(f"SciPy's {self.options.solver}", problem.times[0], float(solver.t),
+                                      f"max_num_steps={max_steps:,} steps")  # fmt: skip
+            raise MaxStepsExceededError(
+                f"max_num_steps={max_steps:,} steps reached at t={solver.t!r} before t={solver.t_bound!r}; "
+                "try looser tolerances (rtol/atol) or raise options['max_num_steps'].",
+                float(solver.t),
+            )
+        self._steps += 1
+        t_good, y_good = float(solver.t), solver.y.copy()
         message = solver.step()
         problem.counts.n_steps += 1
         problem.counts.n_accepted += 1
-        if solver.status == "failed" or message is not None:
+        failed = solver.status == "failed" or message is not None
+        if (failed or not np.all(np.isfinite(solver.y))) and self._nonfinite_t is not None:
+            began = _locate_nonfinite(problem, t_good, y_good, self._nonfinite_t)
+            raise NonFiniteStateError(
+                f"func returns NaN or inf from about t={began!r} on (located by bisection between SciPy's "
+                f"last finite state at t={t_good!r} and its first non-finite evaluation at "
+                f"t={self._nonfinite_t!r}); "
+                f"SciPy's {self.options.solver} stopped at t={float(solver.t)!r}. Check func for overflow or "
+                "division by zero there.",
+                began,
+            )
+        if failed:
             raise SolverError(
                 f"SciPy's {self.options.solver} failed at t={solver.t!r}: {message}. Try other tolerances, "
                 "options['solver'], or check func for non-finite values there.",
                 float(solver.t),
             )
         if not np.all(np.isfinite(solver.y)):
-            raise SolverError(
-                f"SciPy's {self.options.solver}: the state became non-finite at t={solver.t!r}", solver.t
+            raise NonFiniteStateError(
+                f"SciPy's {self.options.solver}: the state became non-finite at t={solver.t!r}",
+                float(solver.t),
             )
 
     def integrate(self, problem: FlatProblem) -> Tensor:
         times = problem.times
         y0 = problem.y0
         solver = self._start(problem, times[-1])
+        max_steps = resolve_max_num_steps(self.options.max_num_steps, event=False)
         direction = 1.0 if times[-1] > times[0] else -1.0
         outputs = [y0.detach().cpu().double().numpy()]
         next_out = 1
         while next_out < len(times):
             t_old = solver.t
-            self._advance(solver, problem)
+            self._advance(solver, problem, max_steps)
             dense = None
             while next_out < len(times) and direction * (times[next_out] - solver.t) <= 0:
                 if times[next_out] == solver.t:
@@ -131,11 +160,35 @@ class ScipySolver(Solver):
         def as_tensor(y: np.ndarray) -> Tensor:
             return torch.as_tensor(np.asarray(y), dtype=dtype).to(device)
 
+        max_steps = resolve_max_num_steps(self.options.max_num_steps, event=True)
         while solver.status == "running":
             t_old = solver.t
-            self._advance(solver, problem)
+            self._advance(solver, problem, max_steps, event=True)
             if event.crossed(solver.t, as_tensor(solver.y)):
                 dense = solver.dense_output()
                 tau, k = bisect(event, lambda s, d=dense: as_tensor(d(s)), t_old, solver.t)
                 return tau, as_tensor(dense(tau)), k
-        raise SolverError(f"no event before t={solver.t!r}", float(solver.t))  # pragma: no cover
+        raise event_not_found(
+            f"SciPy's {self.options.solver}", times[0], float(solver.t), "the search span ended"
+        )
+
+
+@torch.no_grad()
+def _locate_nonfinite(problem: FlatProblem, t_good: float, y_good: np.ndarray, t_bad: float) -> float:
+    """Where func starts returning NaN or inf between t_good (finite) and t_bad: bisection on func along
+    the Euler extrapolation of the last finite state (exact for a NaN that depends on t only)."""
+    y0 = problem.y0
+    y = torch.as_tensor(y_good, dtype=y0.dtype).to(y0.device)
+    f = problem.func(t_good, y)
+    if not bool(torch.isfinite(f).all()):
+        return t_good
+    lo, hi = t_good, t_bad
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if bool(torch.isfinite(problem.func(mid, y + (mid - t_good) * f)).all()):
+            lo = mid
+        else:
+            hi = mid
+    return hi
