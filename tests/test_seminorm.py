@@ -108,7 +108,7 @@ def test_seminorm_backward_nfe_not_above_the_norm_on_known_cases(
     T=st.sampled_from([0.5, 1.0, 3.0]),
 )
 def test_seminorm_backward_cost_and_gradients(method, seed, log_rtol, dtype, batch, nt, T):
-    """The strongest statement that holds (see the module docstring of the report): the seminorm
+    """The strongest statement that holds on this family: the seminorm
     never takes more accepted backward steps than the norm, and at most two more rejected ones (a
     larger proposed step can fail where the norm's smaller one did not: a step-size controller is
     not monotone in the error norm). Its gradients match a tight float64 reference to tolerance."""
