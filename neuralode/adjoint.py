@@ -196,7 +196,7 @@ def _backward_solve(
     a_t = torch.zeros(1, dtype=dtype, device=device)
     grad_t = torch.zeros(len(times), dtype=dtype, device=device) if need_t else None
     # each interval starts from the step size the previous one ended with (no initial-step selection)
-    hint = StepHint() if getattr(setup.solver.options, "carry_step_size", False) else None
+    hint = StepHint(clamp_end=True) if getattr(setup.solver.options, "carry_step_size", False) else None
     for i in range(len(times) - 1, 0, -1):
         if need_t:  # dL/dt_i = <dL/dy_i, f(t_i, y_i)>; it also enters the running a_t
             with torch.no_grad():

@@ -38,6 +38,14 @@ class RMSNorm:
         norms = [torch.linalg.vector_norm(pieces[i]) * self._inv_sqrt[i] for i in self.use]
         return norms[0] if len(norms) == 1 else torch.stack(norms).max()
 
+    def segment_norms(self, x: Tensor) -> Tensor:
+        """The RMS of each counted tensor, (len(use),): for error estimates that are combined per
+        tensor before the maximum (DOP853's blend), so that a seminorm stays below the norm."""
+        if self._single:
+            return (torch.linalg.vector_norm(x) * self._inv_sqrt[0]).reshape(1)
+        pieces = x.split(self.segments)
+        return torch.stack([torch.linalg.vector_norm(pieces[i]) * self._inv_sqrt[i] for i in self.use])
+
     def host(self, x: Tensor) -> float:
         """The norm as a Python float: the engines' step control needs it on the host anyway, and
         the scaling by 1/sqrt(n) is then a float product instead of one more tensor op."""

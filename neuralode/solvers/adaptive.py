@@ -81,9 +81,11 @@ class AdaptiveRKSolver(Solver):
             set(jumps) | set(_stop_times(opts.step_t, t, t_end, direction)), key=lambda v: direction * v
         )
         jump_set = set(jumps)
+        hint = problem.step_hint
+        if hint is not None and hint.clamp_end and event is None:
+            stops.append(t_end)  # the interval's end: an adjoint interval is stepped to exactly
 
         f0 = func(t, y)
-        hint = problem.step_hint
         if opts.first_step is not None:
             h = float(opts.first_step)
         elif hint is not None and hint.h is not None:
@@ -100,6 +102,7 @@ class AdaptiveRKSolver(Solver):
 
         while next_out < n_out:
             h = min(max(h, opts.min_step), opts.max_step)
+            h_wanted = h
             t1 = t + direction * h
             hit_stop = None
             if next_stop < len(stops) and direction * (t1 - stops[next_stop]) >= 0:
@@ -202,8 +205,8 @@ class AdaptiveRKSolver(Solver):
             t, y, f0, y_abs = t1, y1, f1, y1_abs
             h = controller.next_step(abs(dt), ratio, accepted=True)
 
-        if hint is not None:
-            hint.h = h
+        if hint is not None:  # a step cut short by the end does not shrink the carried step
+            hint.h = max(h, h_wanted)
         return torch.stack(outputs)
 
     @staticmethod
@@ -234,9 +237,14 @@ class AdaptiveRKSolver(Solver):
             err3 = torch.mv(K_t, dtab.b_err_secondary).div_(scale)
             if not homogeneous:
                 err, err3 = err * abs_dt, err3 * abs_dt
-            n5, n3 = norm(err), norm(err3)
+            # Blended per tensor, then the maximum over tensors: the blend falls as the 3rd-order
+            # estimate grows, so blending two separate maxima let a seminorm (which drops tensors)
+            # exceed the norm it replaces on the same step.
+            per_tensor = getattr(norm, "segment_norms", None)
+            n5, n3 = (per_tensor(err), per_tensor(err3)) if per_tensor else (norm(err), norm(err3))
             denom = torch.sqrt(n5 * n5 + 0.01 * n3 * n3)
-            value = float(torch.where(denom == 0, torch.zeros_like(denom), n5 * n5 / denom))  # NaN stays NaN
+            blend = torch.where(denom == 0, torch.zeros_like(denom), n5 * n5 / denom)
+            value = float(blend.max())  # NaN stays NaN
             return value * abs_dt if homogeneous else value
         if homogeneous:
             return norm.host(err) * abs_dt

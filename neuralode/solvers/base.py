@@ -56,6 +56,7 @@ class StepHint:
     """A step size handed from one solve to the next (see ``FlatProblem.step_hint``)."""
 
     h: float | None = None
+    clamp_end: bool = False
 
 
 class Solver:

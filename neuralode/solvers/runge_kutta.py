@@ -108,16 +108,35 @@ def rk_step(
         K, rows, prefix_t, a, c = buffer.stages, buffer.rows, buffer.prefix_t, dtab.a, dtab.c
         rows[0].copy_(f0)
         for i in range(1, s):
-            yi = torch.addmv(y, prefix_t[i], a[i], alpha=dt)
+            yi = _stage_input(y, prefix_t[i], a[i], dt, last=dtab.fsal and i == s - 1)
             rows[i].copy_(func(t + c[i] * dt, yi, _perturbation(c[i], dt, perturb_start, perturb_end)))
     else:
         ks = [f0]
         for i in range(1, s):
-            yi = torch.addmv(y, torch.stack(ks, dim=1), dtab.a[i], alpha=dt)
+            yi = _stage_input(y, torch.stack(ks, dim=1), dtab.a[i], dt, last=dtab.fsal and i == s - 1)
             ks.append(func(t + dtab.c[i] * dt, yi, _perturbation(dtab.c[i], dt, perturb_start, perturb_end)))
         K = torch.stack(ks)
-    y1 = yi if dtab.fsal else torch.addmv(y, K.t(), dtab.b, alpha=dt)
+    y1 = yi if dtab.fsal else _increment(y, K.t(), dtab.b, dt)
     return K, y1
+
+
+def _increment(y: Tensor, stages_t: Tensor, weights: Tensor, dt: float) -> Tensor:
+    """y + dt * stages_t @ weights with one rounding of y: the increment is summed first.
+
+    ``torch.addmv(y, stages_t, weights)`` on CPU adds each weighted stage into y in turn (the stage
+    matrix is column-major), rounding y once per stage. In float32 that error is biased on a smooth
+    field and accumulates over a fixed grid: rk4 on dy/dt = 0.011 from y = 4.53 drifted by 0.9 ulp
+    of y per step instead of 0.1, and an event time by a relative 4e-3.
+    """
+    return y.add(torch.mv(stages_t, weights), alpha=dt)
+
+
+def _stage_input(y: Tensor, stages_t: Tensor, weights: Tensor, dt: float, last: bool) -> Tensor:
+    """A stage's input; the last one of an FSAL tableau is the step's result, formed without the
+    per-stage rounding of ``addmv`` (see ``_increment``). The others perturb only f's argument."""
+    if last:
+        return _increment(y, stages_t, weights, dt)
+    return torch.addmv(y, stages_t, weights, alpha=dt)
 
 
 def dense_stages(
