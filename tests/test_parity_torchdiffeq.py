@@ -1,0 +1,492 @@
+"""torchdiffeq 0.2.5 as the oracle: the same generated inputs to both libraries, the same outcome.
+
+Fixed grids must agree to float rounding; adaptive solves are each compared with a 1e-12 float64
+reference (their step-size selection differs in details) and with each other; gradients (y0, t,
+parameters) likewise; where torchdiffeq raises for a real reason, neuralode raises a typed error that
+names the argument. Every deliberate difference is a row of DELIBERATE_DIFFERENCES, used by a test.
+Run with ``-s`` to see the number of generated cases per test and the NFE comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections import Counter
+
+import pytest
+import torch
+import torchdiffeq
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import neuralode
+from tests.parity_cases import (
+    ADAMS,
+    ADAPTIVE,
+    COMMON_METHODS,
+    FIXED_RK,
+    Case,
+    LinearField,
+    cases,
+    max_abs,
+    reference,
+    scale_of,
+    solve,
+)
+
+# What neuralode does differently from torchdiffeq on purpose (or where torchdiffeq is wrong); each row
+# is checked by the test named in it.
+DELIBERATE_DIFFERENCES = {
+    "time_gradient": "odeint's dL/dt are the exact flow sensitivities (f at the output times), torchdiffeq's "
+    "the derivative of its discrete solve (test_time_gradient_is_exact_flow_sensitivity)",
+    "typed_errors": "bad input raises ValueError/TypeError naming the argument where torchdiffeq asserts "
+    "(test_bad_input_raises_in_both)",
+    "event_t_length": "with event_fn, t may be [t0] (torchdiffeq requires exactly [t0, t1]) "
+    "(test_event_with_one_time)",
+    "integer_t": "integer output times are accepted (torchdiffeq raises TypeError) (test_integer_times)",
+    "mixed_dtype_tuple": "a tuple state with float32 and float64 members comes back (and is handed to func) "
+    "member by member in its own dtype; torchdiffeq promotes every member to the common dtype "
+    "(test_mixed_dtype_tuple_keeps_member_dtypes)",
+    "adams_max_order": "explicit_adams max_order=k is Adams-Bashforth of order k after k-1 RK4 steps "
+    "(default 4); torchdiffeq's max_order=M raises the order from 3 to M-1 after 2 RK4 steps (default 12): "
+    "torchdiffeq's max_order=4 is neuralode's max_order=3 (test_fixed_grid_identical)",
+    "dopri8_interpolant": "dopri8 fills output times with DOP853's own 7th-order dense output; torchdiffeq "
+    "with the 4th-order fit it uses for every method, which misses rtol 1e-8 between dopri8's long steps "
+    "(test_adaptive_against_reference)",
+    "dense_domain": "torchdiffeq's odeint_dense takes only dopri5, a tensor y0, t0 < t1 and a scalar time in "
+    "[t0, t1) (it fails at t1 and backwards); neuralode's every adaptive method (test_odeint_dense)",
+}
+
+# no shrinking: a failure is reported as generated (shrinking a slow solve costs minutes)
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    phases=(Phase.explicit, Phase.generate),
+    suppress_health_check=[HealthCheck.too_slow],
+)
+LOG: Counter = Counter()  # generated cases per test, printed at the end of the module (-s)
+NFE_NOTES: list[str] = []  # cases where neuralode took > 1.5x torchdiffeq's NFE
+ORACLE_NOTES: list[str] = []  # cases where torchdiffeq's gradient missed the bound neuralode met
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report():
+    yield
+    print("\nparity cases generated per test:", dict(LOG), "total", sum(LOG.values()))
+    print("cases with neuralode NFE > 1.5x torchdiffeq's:", NFE_NOTES or "none")
+    print("cases outside the oracle checks (noted, not failed):", len(ORACLE_NOTES), ORACLE_NOTES[:5])
+
+
+def note_nfe(what: str, nd: int, td: int) -> None:
+    if nd > 1.5 * td:
+        NFE_NOTES.append(f"{what}: neuralode {nd} vs torchdiffeq {td}")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torchdiffeq warns about unused options and Adams convergence; the tests check values instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def assert_close(name: str, got, want, bound: float) -> None:
+    err = max_abs(got, want)
+    assert err <= bound, f"{name}: max |difference| {err:.3e} > {bound:.3e}"
+
+
+def check_grads(name: str, got: dict, want: dict, bound_of) -> None:
+    """y0, parameter and time gradients within ``bound_of(scale)`` of ``want``."""
+    for key in ("y0", "params"):
+        assert_close(f"{name} d/d{key}", got[key], want[key], bound_of(scale_of(want[key])))
+    assert_close(f"{name} d/dt", (got["t"],), (want["t"],), bound_of(scale_of((want["t"],))))
+
+
+# ------------------------------------------------------------------------------------------- methods
+
+
+def test_every_common_method_is_covered():
+    """Every method both libraries have is in one of the groups the tests below generate from."""
+    assert set(COMMON_METHODS) == set(ADAPTIVE) | set(FIXED_RK) | set(ADAMS) | {"scipy_solver"}
+
+
+# ---------------------------------------------------------------------------------------- fixed grids
+
+# without 0-dim states until that lands (branch dropin); the 0-dim variants are their own tests
+NONSCALAR = ("vector", "batched")
+WITH_0DIM = ("scalar", "tuple")
+XFAIL_0DIM = pytest.mark.xfail(
+    strict=True, reason="0-dim states crash in StateLayout: fixed on branch dropin"
+)
+
+
+def fixed_grid_options(method: str, grid: str, h: float, perturb: bool, interp: str):
+    """(torchdiffeq options, neuralode options) for the same grid."""
+    opts: dict = {"perturb": perturb, "interp": interp}
+    if grid == "step_size":
+        opts["step_size"] = h
+    elif grid == "grid_constructor":
+
+        def constructor(func, y0, t, h=h):
+            n = max(2, math.ceil(abs(float(t[-1] - t[0])) / h) + 1)
+            return torch.linspace(float(t[0]), float(t[-1]), n, dtype=t.dtype)
+
+        opts["grid_constructor"] = constructor
+    td_opts, nd_opts = dict(opts), dict(opts)
+    if method == "explicit_adams":
+        td_opts["max_order"], nd_opts["max_order"] = 4, 3  # DELIBERATE_DIFFERENCES["adams_max_order"]
+    return td_opts, nd_opts
+
+
+def _fixed_grid_case(case: Case, method: str, grid: str, h: float, perturb: bool, interp: str, name: str):
+    LOG[name] += 1
+    td_opts, nd_opts = fixed_grid_options(method, grid, h, perturb, interp)
+    func = case.make_field()
+    with _quiet():
+        td_sol, td_g, td_nfe, _ = solve(torchdiffeq, case, func, True, method=method, options=td_opts)
+    nd_sol, nd_g, nd_nfe, _ = solve(neuralode, case, func, True, method=method, options=nd_opts)
+    steps = max(1, len(case.times) * 8, int(abs(case.times[-1] - case.times[0]) / h) + 2)
+    rounding = lambda scale: 64 * case.eps * steps * max(scale, 1.0)  # noqa: E731
+    assert_close("solution", nd_sol, td_sol, rounding(scale_of(td_sol)))
+    for key in ("y0", "params"):  # same discrete solve: same discrete gradient
+        assert_close(f"d/d{key}", nd_g[key], td_g[key], rounding(scale_of(td_g[key])))
+    assert nd_nfe <= td_nfe + 2 * len(case.times) + 2, (nd_nfe, td_nfe)
+
+
+fixed_grid_strategy = dict(
+    method=st.sampled_from((*FIXED_RK, "explicit_adams")),
+    grid=st.sampled_from(["step_size", "grid_constructor"]),
+    h=st.sampled_from([1 / 8, 1 / 16, 3 / 16]),
+    perturb=st.booleans(),
+    interp=st.sampled_from(["linear", "cubic"]),
+)
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(case=cases(structures=(*NONSCALAR, "tuple_nonscalar")), **fixed_grid_strategy)
+def test_fixed_grid_identical(case, method, grid, h, perturb, interp):
+    """euler..rk4 and explicit_adams on the same grid: the same solution and y0/parameter gradients."""
+    _fixed_grid_case(case, method, grid, h, perturb, interp, "fixed_grid_identical")
+
+
+@XFAIL_0DIM
+@settings(max_examples=10, **SETTINGS)
+@given(case=cases(structures=WITH_0DIM), **fixed_grid_strategy)
+def test_fixed_grid_identical_0dim(case, method, grid, h, perturb, interp):
+    _fixed_grid_case(case, method, grid, h, perturb, interp, "fixed_grid_identical_0dim")
+
+
+@pytest.mark.xfail(
+    strict=True, reason="fixed-grid methods without step_size step on t: fixed on branch dropin"
+)
+@settings(max_examples=15, **SETTINGS)
+@given(
+    case=cases(structures=NONSCALAR),
+    method=st.sampled_from((*FIXED_RK, "explicit_adams")),
+    perturb=st.booleans(),
+)
+def test_fixed_grid_steps_on_t(case, method, perturb):
+    """Neither step_size nor grid_constructor: both step on the points of t (torchdiffeq's default)."""
+    _fixed_grid_case(case, method, "t", 1.0, perturb, "linear", "fixed_grid_steps_on_t")
+
+
+# ------------------------------------------------------------------------------------ adaptive methods
+
+
+def tolerance_bound(case: Case, rtol: float, atol: float, factor: float = 100.0):
+    """Allowed error for a quantity of size ``scale``: a small multiple of the tolerance, plus rounding."""
+    return lambda scale: factor * (atol + rtol * scale) + 1e3 * case.eps * max(scale, 1.0)
+
+
+def linf_norm(y):
+    """A user norm on the state's own structure (a tensor or a tuple), as both libraries call it."""
+    ys = y if isinstance(y, tuple) else (y,)
+    return torch.stack([v.abs().max() for v in ys]).max()
+
+
+@st.composite
+def adaptive_options(draw, case: Case):
+    """One of the adaptive options both libraries take, with values inside the case's span."""
+    kind = draw(st.sampled_from(["none", "max_step", "min_step", "norm", "jump_t", "step_t", "first_step"]))
+    t0, t1 = case.times[0], case.times[-1]
+    inside = t0 + (t1 - t0) * draw(st.sampled_from([0.3, 0.55, 0.8]))
+    if kind == "none" or (t0 == t1 and kind in ("jump_t", "step_t")):
+        return {}
+    return {
+        "max_step": {"max_step": 0.1},
+        "min_step": {"min_step": 1e-3},
+        "norm": {"norm": linf_norm},
+        "jump_t": {"jump_t": torch.tensor([inside], dtype=torch.float64)},
+        "step_t": {"step_t": torch.tensor([inside], dtype=torch.float64)},
+        "first_step": {"first_step": 0.01},
+    }[kind]
+
+
+# Global error over a solve is a multiple of the local tolerance: larger for the low-order pairs
+ERROR_MULTIPLE = {
+    "dopri5": 100.0,
+    "dopri8": 100.0,
+    "bosh3": 300.0,
+    "fehlberg2": 1000.0,
+    "adaptive_heun": 1000.0,
+}
+
+
+def _check_accuracy(name: str, nd, td, ref, bound: float, oracle_bound: bool = True) -> None:
+    """neuralode within ``bound`` of the reference. If ``oracle_bound``, also torchdiffeq, the two within
+    2 * bound, and neuralode's error no more than twice torchdiffeq's (unless a tenth of the bound); else
+    (gradients of a discrete adaptive solve are not under error control, and either library's can be
+    the luckier) those are noted for the report."""
+    nd_err, td_err = max_abs(nd, ref), max_abs(td, ref)
+    assert nd_err <= bound, f"{name}: neuralode's error {nd_err:.3e} > {bound:.3e}"
+    if oracle_bound:
+        assert nd_err <= max(2 * td_err, bound / 10), (
+            f"{name}: neuralode {nd_err:.3e} vs torchdiffeq {td_err:.3e}"
+        )
+        assert td_err <= bound, f"{name}: torchdiffeq's error {td_err:.3e} > {bound:.3e}"
+        assert max_abs(nd, td) <= 2 * bound
+    elif td_err > bound or nd_err > max(2 * td_err, bound / 10):
+        ORACLE_NOTES.append(
+            f"{name}: torchdiffeq's error {td_err:.2e}, neuralode's {nd_err:.2e}, bound {bound:.2e}"
+        )
+
+
+def _adaptive_case(case: Case, method: str, rtol: float, atol: float, options: dict, name: str) -> None:
+    ref, ref_g = reference(case)
+    func = case.make_field()
+    bound = tolerance_bound(case, rtol, atol, ERROR_MULTIPLE[method])
+    kwargs = dict(method=method, rtol=rtol, atol=atol)
+    td_sol, td_g, td_nfe, _ = solve(torchdiffeq, case, func, True, options=dict(options), **kwargs)
+    nd_sol, nd_g, nd_nfe, _ = solve(neuralode, case, func, True, options=options, **kwargs)
+    # torchdiffeq is held to the bound for dopri5 only: its dopri8 output times miss it by design
+    # (DELIBERATE_DIFFERENCES["dopri8_interpolant"]), its bosh3 at rtol 1e-8 by 1.6x (noted)
+    _check_accuracy("solution", nd_sol, td_sol, ref, bound(scale_of(ref)), method == "dopri5")
+    for key in ("y0", "params"):
+        _check_accuracy(f"d/d{key}", nd_g[key], td_g[key], ref_g[key], bound(scale_of(ref_g[key])), False)
+    # DELIBERATE_DIFFERENCES["time_gradient"]: only neuralode's are checked against the exact ones here
+    assert_close("d/dt (exact sensitivities)", (nd_g["t"],), (ref_g["t"],), bound(scale_of((ref_g["t"],))))
+    what = f"{name} {method} rtol={rtol} atol={atol} {case.structure} {case.dtypes} {sorted(options)}"
+    note_nfe(what, nd_nfe, td_nfe)
+    assert nd_nfe <= 3 * td_nfe + 20, f"NFE {nd_nfe} is not the order of torchdiffeq's {td_nfe}"
+    LOG[name] += 1
+
+
+TOLERANCES = {
+    torch.float64: [(1e-6, 1e-8), (1e-8, 1e-10), (1e-5, 1e-7)],
+    torch.float32: [(1e-4, 1e-6), (1e-5, 1e-7)],
+}
+LOW_ORDER = ("adaptive_heun", "fehlberg2")  # thousands of steps below 1e-6: kept to loose tolerances
+
+
+@st.composite
+def adaptive_problems(draw, structures, zero_tolerance: bool = False):
+    case = draw(cases(structures=structures, min_len=2))
+    method = draw(st.sampled_from(ADAPTIVE))
+    rtol, atol = draw(st.sampled_from(TOLERANCES[case.state_dtype]))
+    if method in LOW_ORDER:
+        rtol, atol = max(rtol, 1e-5), max(atol, 1e-7)
+    if zero_tolerance:  # pure absolute or pure relative error control
+        rtol, atol = draw(st.sampled_from([(0.0, atol), (rtol, 0.0)]))
+    return case, method, rtol, atol, draw(adaptive_options(case))
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(problem=adaptive_problems((*NONSCALAR, "tuple_nonscalar")))
+def test_adaptive_against_reference(problem):
+    """dopri5..dopri8 with every adaptive option: both within the tolerance of a 1e-12 reference, and of
+    each other, for the solution and the y0/parameter/time gradients (backprop through the solver)."""
+    _adaptive_case(*problem, "adaptive_against_reference")
+
+
+@pytest.mark.xfail(strict=True, reason="rtol=0 / atol=0 refused: fixed on branch dropin")
+@settings(max_examples=10, **SETTINGS)
+@given(problem=adaptive_problems(NONSCALAR, zero_tolerance=True))
+def test_zero_tolerance(problem):
+    """rtol=0 (pure absolute) or atol=0 (pure relative error control), as torchdiffeq and SciPy take them."""
+    _adaptive_case(*problem, "zero_tolerance")
+
+
+# ----------------------------------------------------------------------------------------- adjoint
+
+
+@st.composite
+def adjoint_problems(draw):
+    case = draw(cases(structures=(*NONSCALAR, "tuple_nonscalar"), min_len=2, allow_float32=False))
+    method = draw(st.sampled_from(["dopri5", "bosh3", "dopri8"]))
+    variant = draw(
+        st.sampled_from(["module", "adjoint_params", "plain_function", "adjoint_method", "seminorm"])
+    )
+    return case, method, variant
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(problem=adjoint_problems())
+def test_adjoint_against_reference(problem):
+    """odeint_adjoint in both libraries, with and without adjoint_params (an nn.Module or a plain function),
+    with adjoint_method and with the seminorm: gradients for y0, parameters and t within the tolerance."""
+    case, method, variant = problem
+    rtol, atol = 1e-7, 1e-9
+    ref, ref_g = reference(case)
+    field = case.make_field()
+    kwargs: dict = dict(method=method, rtol=rtol, atol=atol)
+    func = field
+    if variant in ("adjoint_params", "plain_function"):
+        kwargs["adjoint_params"] = tuple(field.parameters())
+    if variant == "plain_function":
+
+        class PlainFunction:  # not an nn.Module: the parameters come only from adjoint_params
+            nfe = 0
+
+            def __call__(self, t, y):
+                self.nfe += 1
+                return field(t, y)
+
+        func = PlainFunction()
+    if variant == "adjoint_method":
+        kwargs["adjoint_method"] = "dopri5" if method != "dopri5" else "dopri8"
+    if variant == "seminorm":
+        kwargs["adjoint_options"] = {"norm": "seminorm"}
+    bound = tolerance_bound(case, rtol, atol, ERROR_MULTIPLE[method])
+    results = {}
+    for lib in (torchdiffeq, neuralode):
+        y0, t = case.inputs(requires_grad=True)
+        sol = lib.odeint_adjoint(func, y0, t, **kwargs)
+        nfe_forward = func.nfe
+        leaves = [*(y0 if isinstance(y0, tuple) else (y0,)), t, *field.parameters()]
+        g = torch.autograd.grad(case.loss(sol), leaves, allow_unused=True)
+        n = len(case.shapes)
+        sols = tuple(s.detach().double() for s in (sol if isinstance(sol, tuple) else (sol,)))
+        grads = {
+            "y0": g[:n],
+            "t": g[n],
+            "params": tuple(
+                torch.zeros_like(p) if x is None else x
+                for x, p in zip(g[n + 1 :], field.parameters(), strict=True)
+            ),
+        }
+        results[lib.__name__] = sols, grads, func.nfe - nfe_forward
+        func.nfe = 0
+    (nd_sol, nd_g, nd_back), (td_sol, td_g, td_back) = results["neuralode"], results["torchdiffeq"]
+    _check_accuracy("adjoint solution", nd_sol, td_sol, ref, bound(scale_of(ref)), method == "dopri5")
+    for key in ("y0", "params"):
+        _check_accuracy(
+            f"adjoint d/d{key}", nd_g[key], td_g[key], ref_g[key], bound(scale_of(ref_g[key])), False
+        )
+    # the adjoint's time gradients are exact flow sensitivities in both libraries
+    _check_accuracy(
+        "adjoint d/dt", (nd_g["t"],), (td_g["t"],), (ref_g["t"],), bound(scale_of((ref_g["t"],))), False
+    )
+    note_nfe(f"adjoint backward {method} {variant} {case.structure}", nd_back, td_back)
+    assert nd_back <= 3 * td_back + 20
+    LOG["adjoint_against_reference"] += 1
+
+
+# ----------------------------------------------------------------------------------- bad input, differences
+
+BAD_INPUTS = {  # name: (kwargs for odeint, neuralode's error type, a word its message must contain)
+    "t_not_monotone": (dict(t=torch.tensor([0.0, 1.0, 0.5])), ValueError, "t must be strictly"),
+    "t_two_dimensional": (dict(t=torch.zeros(2, 2)), ValueError, "t must be 1-D"),
+    "unknown_method": (dict(method="nope"), ValueError, "method"),
+    "event_with_three_times": (
+        dict(t=torch.tensor([0.0, 1.0, 2.0]), event_fn=lambda t, y: y[0] - 0.5),
+        ValueError,
+        "event_fn",
+    ),
+    "step_size_and_grid_constructor": (
+        dict(method="rk4", options=dict(step_size=0.1, grid_constructor=lambda f, y, t: t)),
+        ValueError,
+        "grid_constructor",
+    ),
+    "event_fixed_grid_without_step_size": (
+        dict(method="rk4", event_fn=lambda t, y: y[0] - 0.5),
+        ValueError,
+        "step_size",
+    ),
+    "integer_y0": (dict(y0=torch.ones(2, dtype=torch.long)), TypeError, "y0"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_raises_in_both(name):
+    """Where torchdiffeq raises (often by assert), neuralode raises a typed error naming the argument."""
+    kwargs, error, word = BAD_INPUTS[name]
+    call = dict(func=lambda t, y: -y, y0=torch.ones(2), t=torch.tensor([0.0, 1.0])) | kwargs
+    with _quiet(), pytest.raises((AssertionError, ValueError, TypeError, NotImplementedError)):
+        torchdiffeq.odeint(call.pop("func"), call.pop("y0"), call.pop("t"), **call)
+    call = dict(func=lambda t, y: -y, y0=torch.ones(2), t=torch.tensor([0.0, 1.0])) | kwargs
+    with pytest.raises(error, match=word):
+        neuralode.odeint(call.pop("func"), call.pop("y0"), call.pop("t"), **call)
+
+
+def test_adjoint_plain_function_needs_adjoint_params_in_both():
+    """Not a difference: both libraries refuse a plain function without adjoint_params, with a ValueError."""
+    for lib in (torchdiffeq, neuralode):
+        with pytest.raises(ValueError, match="adjoint_params"):
+            lib.odeint_adjoint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]))
+
+
+def test_time_gradient_is_exact_flow_sensitivity():
+    """Euler on t's own grid: torchdiffeq's dL/dt1 is the derivative of y0 (1 - (t1 - t0)), i.e. -y0;
+    neuralode's is the flow's f(t1, y1) = -y1 (DELIBERATE_DIFFERENCES["time_gradient"])."""
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    grads = {}
+    for lib in (torchdiffeq, neuralode):
+        t = torch.tensor([0.0, 0.5], dtype=torch.float64, requires_grad=True)
+        sol = lib.odeint(
+            lambda t, y: -y, y0, t, method="euler", options={"grid_constructor": lambda f, y, t: t}
+        )
+        (grads[lib.__name__],) = torch.autograd.grad(sol[-1].sum(), t)
+    assert torch.allclose(grads["torchdiffeq"], torch.tensor([1.0, -1.0], dtype=torch.float64))
+    assert torch.allclose(grads["neuralode"], torch.tensor([0.5, -0.5], dtype=torch.float64))
+
+
+def test_event_with_one_time():
+    """DELIBERATE_DIFFERENCES["event_t_length"]: t=[t0] is an event search forwards in neuralode only."""
+    f, g = (lambda t, y: -y), (lambda t, y: y[0] - 0.5)
+    with pytest.raises(ValueError, match="len"):
+        torchdiffeq.odeint(f, torch.ones(1), torch.tensor([0.0]), event_fn=g)
+    event_t, _ = neuralode.odeint(f, torch.ones(1), torch.tensor([0.0]), event_fn=g)
+    assert abs(float(event_t) - math.log(2.0)) < 1e-5
+
+
+def test_integer_times():
+    """DELIBERATE_DIFFERENCES["integer_t"]: integer t is accepted by neuralode, refused by torchdiffeq."""
+    with pytest.raises(TypeError):
+        torchdiffeq.odeint(lambda t, y: -y, torch.ones(1), torch.tensor([0, 1]))
+    sol = neuralode.odeint(lambda t, y: -y, torch.ones(1), torch.tensor([0, 1]))
+    assert abs(float(sol[-1]) - math.exp(-1.0)) < 1e-5
+
+
+def test_mixed_dtype_tuple_keeps_member_dtypes():
+    """DELIBERATE_DIFFERENCES["mixed_dtype_tuple"]: member dtypes kept; values agree to float32 rounding."""
+    y0 = (torch.ones(2, dtype=torch.float32), torch.ones(3, dtype=torch.float64))
+    f = lambda t, y: tuple(-v for v in y)  # noqa: E731
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    td, nd = torchdiffeq.odeint(f, y0, t), neuralode.odeint(f, y0, t)
+    assert [x.dtype for x in td] == [torch.float64, torch.float64]
+    assert [x.dtype for x in nd] == [torch.float32, torch.float64]
+    assert max_abs(nd, td) < 1e-6
+
+
+@pytest.mark.xfail(strict=True, reason="neuralode.odeint_dense: added on branch dropin")
+def test_odeint_dense():
+    """DELIBERATE_DIFFERENCES["dense_domain"]: in torchdiffeq's domain (dopri5, tensor y0, t0 < t1, scalar
+    times in [t0, t1)) the two dense outputs agree within the tolerance."""
+    func = LinearField(1)
+    y0 = torch.tensor([1.0, 0.7], dtype=torch.float64)
+    t0, t1 = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    td = torchdiffeq.odeint_dense(func, y0, t0, t1, rtol=1e-8, atol=1e-10)
+    nd = neuralode.odeint_dense(func, y0, t0, t1, rtol=1e-8, atol=1e-10)
+    for s in (0.0, 0.1, 0.37, 0.5, 0.93):
+        ts = torch.tensor(s, dtype=torch.float64)
+        assert float((td(ts) - nd(ts)).abs().max()) < 1e-6
+
+
+def test_every_deliberate_difference_is_tested():
+    """Each row of DELIBERATE_DIFFERENCES names a test of this module that exists."""
+    import re
+
+    for key, text in DELIBERATE_DIFFERENCES.items():
+        names = re.findall(r"\((test_\w+)\)", text)
+        assert names and all(n in globals() for n in names), key
