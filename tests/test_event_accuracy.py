@@ -59,6 +59,7 @@ def _event_time(lib, c, y0, target, t0, h, interp, dtype, direction):
     state = torch.tensor([y0], dtype=dtype)
     options = {"step_size": h, "interp": interp}
     if lib == "neuralode":
+        options["max_num_steps"] = 100_000  # torchdiffeq's search has no bound; ours 1,000 steps by default
         t = torch.tensor([t0, t0 + direction], dtype=dtype)
         event_t, _ = neuralode.odeint(func, state, t, method="rk4", options=options, event_fn=event_fn)
     else:
