@@ -25,7 +25,13 @@ from neuralode.analysis import measure_tolerance, reference_outputs
 from neuralode.analysis.figure3 import read_training_nfe, write_figure3
 from neuralode.data import ImageBatches, load_mnist
 from neuralode.models.mnist import build_mnist_model
-from neuralode.training import atomic_write_json, resolve_device, run_metadata, seed_everything
+from neuralode.training import (
+    atomic_write_json,
+    load_checkpoint,
+    resolve_device,
+    run_metadata,
+    seed_everything,
+)
 from neuralode.training.classification import classification_error
 
 
@@ -68,7 +74,7 @@ def load_odenet(
             "checkpoint=untrained"
         )
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(checkpoint, map_location="cpu")  # weights_only, checksum verified
     settings = state["settings"]
     model = build_mnist_model(
         "odenet", channels=int(settings.get("model.channels", 64)), method=cfg.solver.method
