@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from neuralode.solver_settings import check_solver_settings
+from neuralode.training import TrainerConfig
 
 EXIT_CODE = 2  # what argparse and most CLIs use for a usage error
 
@@ -157,7 +158,7 @@ def _or_null(optional: bool) -> str:
     return " (or null)" if optional else ""
 
 
-def check_common(check: Checker, precisions: Iterable[str] = ("fp32", "bf16")) -> None:
+def check_common(check: Checker) -> None:
     """What every experiment's config has: seed, device, precision, progress, tensorboard."""
     check.integer("seed", 0, 2**32 - 1)  # NumPy's seed range
     device = check.get("device")
@@ -169,7 +170,11 @@ def check_common(check: Checker, precisions: Iterable[str] = ("fp32", "bf16")) -
         if OmegaConf.select(check.cfg, key, default=_ABSENT) is not _ABSENT:
             check.boolean(key)
     if OmegaConf.select(check.cfg, "precision", default=_ABSENT) is not _ABSENT:
-        check.choice("precision", precisions)
+        precision = check.get("precision")
+        try:  # the training loop's own rule (fp16 is refused with the reason)
+            TrainerConfig(epochs=1, batches_per_epoch=1, precision=precision)
+        except ValueError as error:
+            raise ConfigError("precision", precision, str(error)) from None
 
 
 def report_and_exit(error: ConfigError) -> None:
