@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from experiments.validation import Checker, ConfigError, check_common
 from neuralode.flows import (
     CNF,
     ConcatMLPField,
@@ -59,6 +60,42 @@ def check_config(cfg: DictConfig) -> str:
     if trace not in allowed:
         raise ValueError(f"trace for flow={cfg.flow} must be auto or one of {allowed}, got {cfg.trace!r}")
     return trace
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Every setting's type and range, the ODE solver by the library's checks; raises ConfigError.
+
+    Runs before Hydra makes the run folder (``hydra.callbacks.validate`` in configs/cnf.yaml)."""
+    check = Checker(cfg)
+    check.choice("task", sorted(TASKS))
+    try:
+        check_config(cfg)
+    except ValueError as error:  # its messages name the key: "flow must be one of ..."
+        key = str(error).split(" ")[0]
+        raise ConfigError(key, check.get(key), str(error)) from None
+    check_common(check)
+    check.integer("size", 1)
+    check.choice("noise", ("gaussian", "rademacher"))
+    check.choice("eval_trace", ("exact", "hutchinson"))
+    check.integer("iterations", 1, optional=True)
+    check.integer(f"profile.cnf.{cfg.task}.iterations.{cfg.flow}", 1)
+    check.integer("profile.cnf.epochs", 1)
+    check.integer("batch_size", 1)
+    check.integer("eval_samples", 1)
+    check.integer("hyper_hidden", 1)
+    check.integer("mlp_layers", 1)
+    if cfg.flow != "planar":
+        check.solver("ode")
+        check.number("ode.t1", 0, open_low=True)
+        check.boolean("ode.adjoint")
+    check.choice(f"optimizer.{cfg.flow}.name", ("adam", "rmsprop"))
+    check.number(f"optimizer.{cfg.flow}.lr", 0, open_low=True)
+    check.fractions("schedule.milestones")
+    check.number("schedule.gamma", 0, open_low=True)
+    for key in ("plot.grid", "plot.samples", "plot.snapshots", "plot.snapshot_samples"):
+        check.integer(key, 1)
+    check.integer("plot.gif_frames", 0)
+    check.number("plot.limit", 0, open_low=True)
 
 
 def build_flow(cfg: DictConfig, trace: str) -> nn.Module:
@@ -218,6 +255,7 @@ def plot_data(cfg: DictConfig, flow: nn.Module, device: torch.device) -> dict[st
 
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Train (or resume) the configured flow in ``run_dir``; returns the result written to result.json."""
+    validate_config(cfg)
     trace = check_config(cfg)
     device = resolve_device(cfg.device)
     epochs, per_epoch = iteration_plan(cfg)

@@ -17,6 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.validation import Checker, ConfigError, check_common
 from neuralode.data.spirals import (
     Spirals,
     SpiralSpec,
@@ -26,10 +27,10 @@ from neuralode.data.spirals import (
     sample_events,
     split,
 )
-from neuralode.models.bptt import BPTT
+from neuralode.models.bptt import BPTT, STRATEGIES
 from neuralode.models.latent_ode import LatentODE
 from neuralode.models.mnist import count_parameters
-from neuralode.models.rnn_baseline import GapRNN
+from neuralode.models.rnn_baseline import CELLS, GapRNN
 from neuralode.training import (
     StepSchedule,
     Trainer,
@@ -234,9 +235,47 @@ def check_config(cfg: DictConfig) -> None:
     bptt_of(cfg)  # validates the strategy
 
 
+def validate_config(cfg: DictConfig) -> None:
+    """Every setting's type and range, the solver by the library's checks, then :func:`check_config`;
+    raises ConfigError. Runs before Hydra makes the run folder (``hydra.callbacks.validate``)."""
+    check = Checker(cfg)
+    check_common(check)
+    check.choice("net", MODELS)
+    sizes = ("num_observed", "epochs", "batch_size", "data.num_spirals", "data.num_dense", "data.window",
+             "data.extrapolate", "latent_ode.latent_dim", "latent_ode.encoder_hidden", "rnn.bptt.tau",
+             "latent_ode.dynamics_hidden", "latent_ode.decoder_hidden", "rnn.hidden")  # fmt: skip
+    for key in sizes:
+        check.integer(key, 1)
+    check.choice("rnn.bptt.strategy", STRATEGIES)
+    check.choice("rnn.cell", sorted(CELLS))
+    check.choice("latent_ode.encoder_cell", sorted(CELLS))
+    check.integer("data.seed", 0, 2**32 - 1)
+    check.integer("num_threads", 1, optional=True)
+    check.number("data.test_fraction", 0, 1, open_low=True, open_high=True)
+    for key in ("data.turns", "data.noise_std", "data.radius_growth"):
+        check.number(key, 0)
+    check.number("data.radius_start", 0, open_low=True)
+    check.number("optimizer.lr", 0, open_low=True)
+    check.number("optimizer.max_grad_norm", 0, open_low=True, optional=True)
+    check.number("latent_ode.likelihood_std", 0, open_low=True, optional=True)
+    check.number("rnn.bptt.keep_probability", 0, 1, open_low=True)
+    check.fractions("schedule.milestones")
+    check.number("schedule.gamma", 0, open_low=True)
+    for key in ("latent_ode.adjoint", "latent_ode.event_rate"):
+        check.boolean(key)
+    if cfg.net == "latent_ode":
+        check.solver("latent_ode.solver")
+    try:
+        check_config(cfg)
+    except (TypeError, ValueError) as error:  # its messages start with the key: "num_observed must be ..."
+        key = str(error).split(" ")[0].split("=")[0]
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        raise ConfigError(key, value, str(error)) from None
+
+
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Train (or resume) the configured model in ``run_dir``; returns the result written to result.json."""
-    check_config(cfg)
+    validate_config(cfg)
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     device = resolve_device(cfg.device)

@@ -18,8 +18,9 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.validation import Checker, ConfigError, check_common
 from neuralode.data import ImageBatches, load_mnist
-from neuralode.models.mnist import build_mnist_model, count_parameters
+from neuralode.models.mnist import MODEL_NAMES, build_mnist_model, count_parameters
 from neuralode.training import (
     StepSchedule,
     Trainer,
@@ -30,6 +31,35 @@ from neuralode.training import (
     seed_everything,
 )
 from neuralode.training.classification import classification_error, classification_loss
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Every setting's type and range, and the solver through the library's checks; raises ConfigError.
+
+    Runs before Hydra makes the run folder (``hydra.callbacks.validate`` in configs/mnist.yaml)."""
+    check = Checker(cfg)
+    check_common(check)
+    check.choice("model.name", MODEL_NAMES)
+    for key in ("model.channels", "model.hidden", "model.num_blocks"):
+        if OmegaConf.select(cfg, key) is not None:
+            check.integer(key, 1)
+    if cfg.model.name in ("odenet", "rknet"):
+        check.solver("solver", adjoint=cfg.model.name == "odenet")
+    check.integer("epochs", 1, optional=True)
+    check.integer("profile.mnist.epochs", 1)
+    for key, value in (check.get("profile.mnist.epochs_by_model") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"profile.mnist.epochs_by_model.{key}", value, "epochs must be an integer >= 1")
+    check.integer("profile.mnist.max_train_batches", 1, optional=True)
+    check.integer("profile.mnist.max_test_batches", 1, optional=True)
+    check.integer("profile.mnist.crop_padding", 0)
+    check.integer("batch_size", 1)
+    check.integer("test_batch_size", 1)
+    check.number("optimizer.lr", 0, open_low=True)
+    check.number("optimizer.momentum", 0, 1, open_high=True)
+    check.number("optimizer.weight_decay", 0)
+    check.fractions("schedule.milestones")
+    check.number("schedule.gamma", 0, open_low=True)
 
 
 def epochs_for(cfg: DictConfig) -> int:
@@ -78,6 +108,7 @@ def hparams(cfg: DictConfig, epochs: int) -> dict[str, Any]:
 
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Train (or resume) the configured model in ``run_dir``; returns the result written to result.json."""
+    validate_config(cfg)
     device = distributed.init_distributed(resolve_device(cfg.device))
     run_dir = distributed.broadcast_object(str(run_dir))  # the same folder even if its name had a timestamp
     main = distributed.is_main()

@@ -21,12 +21,49 @@ import torch
 from hydra.utils import get_original_cwd
 from omegaconf import DictConfig
 
+from experiments.validation import Checker, ConfigError, check_common
 from neuralode.analysis import measure_tolerance, reference_outputs
 from neuralode.analysis.figure3 import read_training_nfe, write_figure3
 from neuralode.data import ImageBatches, load_mnist
 from neuralode.models.mnist import build_mnist_model
-from neuralode.training import atomic_write_json, resolve_device, run_metadata, seed_everything
+from neuralode.training import (
+    atomic_write_json,
+    load_checkpoint,
+    resolve_device,
+    run_metadata,
+    seed_everything,
+)
 from neuralode.training.classification import classification_error
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Types and ranges of every setting, the method by the library's check; raises ConfigError.
+
+    Runs before Hydra makes the run folder (``hydra.callbacks.validate`` in configs/nfe_stats.yaml)."""
+    check = Checker(cfg)
+    check_common(check)
+    check.method("solver.method")
+    check.number("solver.rtol", 0, 1, open_low=True, open_high=True, optional=True)
+    tolerances = check.get("tolerances")
+    if not isinstance(tolerances, list) or not tolerances:
+        raise ConfigError(
+            "tolerances", tolerances, "tolerances must be a non-empty list of numbers in (0, 1)"
+        )
+    for i in range(len(tolerances)):
+        check.number(f"tolerances[{i}]", 0, 1, open_low=True, open_high=True)
+    check.number("reference_rtol", 0, 1, open_low=True, open_high=True)
+    check.boolean("train_if_missing")
+    for key in (
+        "untrained_channels",
+        "batch_size",
+        "test_batch_size",
+        "repeats",
+        "profile.nfe_stats.batches",
+    ):
+        check.integer(key, 1)
+    check.integer("profile.nfe_stats.accuracy_batches", 1, optional=True)
+    if not isinstance(check.get("checkpoint"), str):
+        raise ConfigError("checkpoint", check.get("checkpoint"), "checkpoint must be a path or untrained")
 
 
 def default_checkpoint(cfg: DictConfig) -> Path:
@@ -68,7 +105,7 @@ def load_odenet(
             "checkpoint=untrained"
         )
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = load_checkpoint(checkpoint, map_location="cpu")  # weights_only, checksum verified
     settings = state["settings"]
     model = build_mnist_model(
         "odenet", channels=int(settings.get("model.channels", 64)), method=cfg.solver.method
@@ -85,6 +122,7 @@ def point_name(rtol: float) -> str:
 
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     """Measure the configured tolerances, store them as points, redraw the figure from all points."""
+    validate_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     tolerances = (

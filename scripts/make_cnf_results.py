@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from omegaconf import OmegaConf
 
 from neuralode.flows import energy
 from neuralode.training import atomic_write_text, write_csv
+from neuralode.training.checkpoint import refusal_reason
 from neuralode.training.reproducibility import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +51,26 @@ def load(path: Path, command: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if not (path / "result.json").exists():
         raise SystemExit(f"{path}/result.json is missing: run `{command}` (or `make cnf`)")
     result = json.loads((path / "result.json").read_text())
-    plot = torch.load(path / "plot_data.pt", weights_only=False) if (path / "plot_data.pt").exists() else {}
-    return result, plot
+    plot_path = path / "plot_data.pt"
+    return result, load_plot_data(plot_path, command) if plot_path.exists() else {}
+
+
+def load_plot_data(path: Path, command: str) -> dict[str, Any]:
+    """A run's plot_data.pt, read with ``weights_only=True``: tensors and plain values only, so a crafted
+    file cannot run code; anything else (or a damaged file) is refused with the command that rewrites it."""
+    fix = f"delete it and run `{command}` to write it again"
+    try:
+        plot = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise SystemExit(
+            f"{path} holds objects other than tensors and plain values; refused, nothing in it was run "
+            f"({refusal_reason(error)}). If you did not craft it, {fix}"
+        ) from error
+    except (RuntimeError, OSError, EOFError) as error:
+        raise SystemExit(f"{path} is damaged ({type(error).__name__}: {error}); {fix}") from error
+    if not isinstance(plot, dict):
+        raise SystemExit(f"{path} holds a {type(plot).__name__}, not the dict experiments.cnf writes; {fix}")
+    return plot
 
 
 def provenance(results: list[dict[str, Any]], profile: str) -> list[str]:

@@ -28,6 +28,7 @@ from neuralode.models.mnist import MODEL_NAMES, build_mnist_model
 from neuralode.training import (
     atomic_write_json,
     current_rss_mb,
+    load_checkpoint,
     ode_nfe,
     peak_rss_mb,
     reset_peak_rss,
@@ -46,7 +47,9 @@ def measure_step(
     torch.manual_seed(0)
     model = build_mnist_model(model_name, rtol=rtol, atol=rtol).to(device)
     if checkpoint is not None and checkpoint.exists():
-        model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
+        model.load_state_dict(
+            load_checkpoint(checkpoint, map_location=device)["model"]
+        )  # verified, weights_only
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images, labels = load_mnist(data_dir, train=True)
     batch = next(iter(ImageBatches(images[:128], labels[:128], 128, device=device).epoch(0)))

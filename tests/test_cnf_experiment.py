@@ -36,7 +36,7 @@ def test_mle_smoke_run_writes_result_plot_data_and_tensorboard(tmp_path):
     assert final["train_nfe_forward"] > 0 and final["train_nfe_backward"] > 0
     assert 0 < final["test_nll"] < 10
     assert (run_dir / "epochs.csv").exists() and any((run_dir / "tb").iterdir())
-    plot = torch.load(run_dir / "plot_data.pt", weights_only=False)
+    plot = torch.load(run_dir / "plot_data.pt", weights_only=True)
     assert plot["grid_logp"].shape == (100, 100) and plot["snapshots"].shape[:2] == (6, 2000)
     assert "test NLL" in done.stdout
 

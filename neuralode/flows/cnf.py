@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..adjoint import odeint_adjoint
 from ..odeint import odeint
+from ..solver_settings import check_solver_settings
 from ..stats import SolveStats
 from .base import check_points, check_positive_int, standard_normal_logprob
 from .trace import NOISE_KINDS, exact_trace, hutchinson_trace, sample_noise
@@ -88,6 +89,7 @@ class CNF(nn.Module):
             raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         if not t1 > 0:
             raise ValueError(f"t1 must be > 0, got {t1!r}")
+        check_solver_settings(method, rtol, atol, options)  # at construction, not at the first solve
         self.func, self.dim, self.t1 = func, check_positive_int(dim, "dim"), float(t1)
         self.trace, self.noise = trace, noise
         self.method, self.rtol, self.atol, self.adjoint = method, rtol, atol, adjoint

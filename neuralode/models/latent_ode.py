@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..adjoint import odeint_adjoint
 from ..odeint import odeint
+from ..solver_settings import check_solver_settings
 from ..stats import SolveStats
 
 
@@ -144,6 +145,7 @@ class LatentODE(nn.Module):
         decoder_activation: str = "relu",
     ) -> None:
         super().__init__()
+        check_solver_settings(method, rtol, atol, options)  # at construction, not at the first solve
         self.latent_dim = latent_dim
         self.encoder = RecognitionRNN(latent_dim, obs_dim, encoder_hidden, encoder_cell)
         self.dynamics = LatentDynamics(latent_dim, dynamics_hidden)

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from ..adjoint import odeint_adjoint
+from ..checks import check_t
 from ..odeint import odeint
+from ..solver_settings import check_solver_settings
 from ..stats import SolveStats
 
 
@@ -22,6 +24,8 @@ class ODEBlock(nn.Module):
         method, rtol, atol, options: the solver (see :func:`neuralode.odeint`).
         adjoint: True for the adjoint method (O(1) memory), False to backpropagate through the solver.
         adjoint_options: options of the backward solve, e.g. ``{"norm": "seminorm"}``.
+
+    Bad solver settings raise the library's ``ValueError``/``TypeError`` here, at construction.
 
     After each forward pass, ``last_stats`` holds that call's :class:`SolveStats` (its backward counts
     fill in when backward runs); ``nfe_forward``/``nfe_backward`` read it.
@@ -41,8 +45,13 @@ class ODEBlock(nn.Module):
         super().__init__()
         if len(t) != 2:
             raise ValueError(f"t must be the interval (t0, t1), got {t!r}")
+        # Bad solver settings fail here, not at the first forward pass (the library's own checks).
+        check_solver_settings(
+            method, rtol, atol, options, adjoint_options=adjoint_options if adjoint else None
+        )
         self.func = func
         self.register_buffer("t", torch.tensor([float(t[0]), float(t[1])]), persistent=False)
+        check_t(self.t)
         self.method, self.rtol, self.atol = method, rtol, atol
         self.adjoint = adjoint
         self.options = None if options is None else dict(options)

@@ -1,10 +1,13 @@
 """The shared training machinery of the experiments: one loop, atomic checkpoints, logging, provenance."""
 
 from .checkpoint import (
+    CheckpointCorruptError,
+    CheckpointWriteError,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    remove_stale_temp_files,
     save_checkpoint,
 )
 from .loop import Trainer, TrainerConfig
@@ -14,6 +17,8 @@ from .reproducibility import resolve_device, run_metadata, seed_everything
 from .run_logger import RunLogger, write_csv
 
 __all__ = [
+    "CheckpointCorruptError",
+    "CheckpointWriteError",
     "RunLogger",
     "StepSchedule",
     "Trainer",
@@ -26,6 +31,7 @@ __all__ = [
     "ode_nfe",
     "peak_memory_mb",
     "peak_rss_mb",
+    "remove_stale_temp_files",
     "reset_peak_rss",
     "resolve_device",
     "run_metadata",

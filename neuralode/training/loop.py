@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as dist
-from .checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_json, load_checkpoint, remove_stale_temp_files, save_checkpoint
 from .monitor import ode_nfe, peak_memory_mb
 from .reproducibility import rng_state, set_rng_state
 from .run_logger import RunLogger
@@ -123,7 +123,10 @@ class Trainer:
         return self.epoch * self.config.batches_per_epoch
 
     def _resume(self) -> None:
-        # Load on the CPU: RNG states must stay there; load_state_dict moves the rest to the model.
+        if dist.env_rank() == 0:  # the run's only writer: what a killed write left behind is stale
+            remove_stale_temp_files(self.run_dir / CHECKPOINT)
+        # Load on the CPU: RNG states must stay there; load_state_dict moves the rest to the model. A damaged
+        # file raises CheckpointCorruptError (naming it and how to start over) rather than resume wrongly.
         state = load_checkpoint(self.run_dir / CHECKPOINT, map_location="cpu")
         if state is None:
             return

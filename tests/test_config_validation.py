@@ -1,0 +1,139 @@
+"""Bad configs fail before Hydra makes any folder: exit code 2, one stderr line naming the key, no traceback.
+
+Also: ODEBlock, CNF and LatentODE refuse bad solver settings when built, with the library's own messages.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+
+from experiments.validation import Checker, ConfigError
+from neuralode.flows import CNF, ConcatMLPField
+from neuralode.models.latent_ode import LatentODE
+from neuralode.models.ode_block import ODEBlock
+from neuralode.solver_settings import check_solver_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Through a subprocess, as a user runs them: single runs and multiruns (basic and submitit-local launcher).
+CASES = [
+    ("mnist", ["solver.rtol=-1"], "solver.rtol=-1", "rtol must be"),
+    ("mnist", ["epochs=abc"], "epochs=abc", "integer"),
+    ("mnist", ["seed=abc"], "seed=abc", "integer"),
+    ("mnist", ["-m", "solver.rtol=1e-3,-1"], "solver.rtol=-1", "rtol must be"),
+    ("cnf", ["ode.rtol=-1"], "ode.rtol=-1", "rtol must be"),
+    ("latent_ode", ["-m", "hydra/launcher=local", "net=rnn,latent_ode", "seed=abc"], "seed=abc", "integer"),
+    ("nfe_stats", ["-m", "solver.rtol=1e-3,abc"], "solver.rtol=abc", "number"),
+]
+# In-process (composed as Hydra does, then the experiment's validate_config): the rest of the keys.
+COMPOSED = [
+    ("mnist", ["solver.method=nonsense"], "solver.method=nonsense", "unknown"),
+    ("mnist", ["solver.atol=0"], "solver.atol=0", "atol must be"),
+    ("mnist", ["+solver.options.nope=1"], "solver.options=", "unknown key"),
+    ("mnist", ["+solver.adjoint_options.nrm=seminorm"], "solver.adjoint_options=", "unknown key"),
+    ("mnist", ["batch_size=0"], "batch_size=0", ">= 1"),
+    ("mnist", ["optimizer.lr=-0.1"], "optimizer.lr=-0.1", "> 0"),
+    ("mnist", ["model=resnet", "model.num_blocks=abc"], "model.num_blocks=abc", "integer"),
+    ("mnist", ["precision=fp64"], "precision=fp64", "one of"),
+    ("cnf", ["flow=realnvp"], "flow=realnvp", "flow must be one of"),
+    ("cnf", ["seed=abc"], "seed=abc", "integer"),
+    ("cnf", ["flow=mlp", "ode.method=nonsense"], "ode.method=nonsense", "unknown"),
+    ("cnf", ["task=bogus"], "task=bogus", "one of"),
+    ("latent_ode", ["latent_ode.solver.rtol=-1"], "latent_ode.solver.rtol=-1", "rtol must be"),
+    ("latent_ode", ["epochs=abc"], "epochs=abc", "integer"),
+    ("latent_ode", ["num_observed=500"], "num_observed=500", "num_observed must be in"),
+    ("latent_ode", ["rnn.bptt.strategy=sometimes"], "rnn.bptt.strategy=sometimes", "one of"),
+]
+
+
+@pytest.mark.parametrize(("experiment", "overrides", "names", "says"), CASES)
+def test_a_bad_config_fails_in_one_line_before_any_folder(tmp_path, experiment, overrides, names, says):
+    flags = [o for o in overrides if o.startswith("-")]
+    rest = [o for o in overrides if not o.startswith("-")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", f"experiments.{experiment}", *flags, "profile=smoke", *rest],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {names}") and says in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert list(tmp_path.iterdir()) == [], "no run folder (nor runs/, multirun/, outputs/) is made"
+
+
+@pytest.mark.parametrize(("experiment", "overrides", "names", "says"), COMPOSED)
+def test_each_experiment_validates_its_whole_config(experiment, overrides, names, says):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name=experiment, overrides=["profile=smoke", *overrides])
+    validate = importlib.import_module(f"experiments.{experiment}").validate_config
+    with pytest.raises(ConfigError) as info:
+        validate(cfg)
+    assert str(info.value).startswith(names) and says in str(info.value)
+
+
+@pytest.mark.parametrize("experiment", ["mnist", "cnf", "latent_ode"])
+def test_the_shipped_configs_pass(experiment):
+    for profile in ("smoke", "quick", "paper"):
+        with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+            cfg = compose(config_name=experiment, overrides=[f"profile={profile}"])
+        importlib.import_module(f"experiments.{experiment}").validate_config(cfg)
+
+
+def test_the_checker_names_the_key_and_value():
+    cfg = OmegaConf.create({"a": {"b": "x"}, "n": 3, "f": 0.5, "i": "${a.missing}"})
+    check = Checker(cfg)
+    with pytest.raises(ConfigError, match=r"^a\.b=x: a\.b must be an integer >= 1$"):
+        check.integer("a.b", 1)
+    with pytest.raises(ConfigError, match=r"^n=3: n must be an integer in \[0, 2\]$"):
+        check.integer("n", 0, 2)
+    with pytest.raises(ConfigError, match="f must be a number in"):
+        check.number("f", 0, 0.5, open_high=True)
+    with pytest.raises(ConfigError, match=r"^i=.*cannot be resolved"):
+        check.integer("i")
+    check.integer("n", 1)
+    check.number("f", 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument", "says"),
+    [
+        ({"rtol": -1, "method": "nonsense"}, "rtol", "rtol must be"),
+        ({"method": "nonsense"}, "method", 'method="nonsense" is unknown'),
+        ({"atol": float("nan")}, "atol", "atol must be"),
+        ({"options": {"first_step": -1.0}}, "options", "first_step"),
+        ({"method": "rk4"}, "options", "step_size"),
+        ({"adjoint_options": {"nrm": "seminorm"}}, "adjoint_options", "unknown key"),
+    ],
+)
+def test_odeblock_refuses_bad_solver_settings_at_construction(kwargs, argument, says):
+    with pytest.raises((ValueError, TypeError), match=says) as info:
+        ODEBlock(nn.Linear(2, 2), **kwargs)
+    assert info.value.argument == argument
+
+
+def test_cnf_and_latent_ode_refuse_bad_solver_settings_at_construction():
+    with pytest.raises(ValueError, match="rtol must be"):
+        CNF(ConcatMLPField(2, hidden=4, layers=1), 2, rtol=-1)
+    with pytest.raises(ValueError, match="unknown"):
+        CNF(ConcatMLPField(2, hidden=4, layers=1), 2, method="nonsense")
+    with pytest.raises(ValueError, match="unknown"):
+        LatentODE(method="nonsense")
+    with pytest.raises(ValueError, match="atol must be"):
+        LatentODE(atol=0.0)
+
+
+def test_good_solver_settings_pass():
+    check_solver_settings("rk4", 1e-3, 1e-3, {"step_size": 0.1}, adjoint_options={"step_size": 0.2})
+    check_solver_settings("dopri5", 1e-3, 1e-3, adjoint_options={"norm": "seminorm"})
+    ODEBlock(nn.Linear(2, 2), method="rk4", options={"step_size": 0.25}, adjoint_options={"step_size": 0.5})
+    ODEBlock(nn.Linear(2, 2), adjoint_options={"norm": "seminorm"})
