@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .callbacks import StepCallbacks, make_callbacks
 from .captured import warn_uncaptured
-from .checks import backward_tolerances, check_adjoint_params, make_solver, prepare
+from .checks import ToleranceArg, backward_tolerances, check_adjoint_params, make_solver, prepare
 from .errors import SolverError
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
@@ -39,8 +39,10 @@ class _AdjointSetup:
     user_func: Callable
     layout: StateLayout
     solver: Solver
-    rtol: float
-    atol: float
+    rtol: (
+        float | Tensor
+    )  # per element of [y, a, dL/dparams, dL/dt] when a tensor (checks.backward_tolerances)
+    atol: float | Tensor
     norm: Callable | str | None
     stats: SolveStats | None
     callbacks: StepCallbacks | None = None
@@ -53,13 +55,13 @@ def odeint_adjoint(
     y0: UserState,
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: ToleranceArg = 1e-7,
+    atol: ToleranceArg = 1e-9,
     method: str | None = None,
     options: Mapping[str, Any] | None = None,
     event_fn: Callable | None = None,
-    adjoint_rtol: float | None = None,
-    adjoint_atol: float | None = None,
+    adjoint_rtol: ToleranceArg | None = None,
+    adjoint_atol: ToleranceArg | None = None,
     adjoint_method: str | None = None,
     adjoint_options: Mapping[str, Any] | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
@@ -69,9 +71,11 @@ def odeint_adjoint(
 
     Args:
         adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: the backward solve's settings;
-            each defaults to the forward one (options without "norm"). ``adjoint_options={"norm":
-            "seminorm"}`` controls the error on the state and adjoint only, not on the parameter
-            integrals: fewer backward steps, same gradients to tolerance.
+            each defaults to the forward one (options without "norm"). The tolerances take the forms
+            of ``rtol``/``atol`` (per member of y0 or per element): those entries apply to the state
+            and to its adjoint dL/dy, and the parameter and time integrals take the smallest entry.
+            ``adjoint_options={"norm": "seminorm"}`` controls the error on the state and adjoint only,
+            not on the parameter integrals: fewer backward steps, same gradients to tolerance.
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         stats: a :class:`SolveStats`; ``forward`` is set now, ``backward`` when backward runs.
@@ -89,7 +93,9 @@ def odeint_adjoint(
     if adjoint_options is None and options is not None:
         adjoint_options = {k: v for k, v in options.items() if k != "norm"}
     solver = make_solver(adjoint_method or method, adjoint_options, arg="adjoint_method")
-    adjoint_tols = backward_tolerances(solver, prepared.layout, rtol, atol, adjoint_rtol, adjoint_atol)
+    adjoint_tols = backward_tolerances(
+        solver, prepared.layout, rtol, atol, adjoint_rtol, adjoint_atol, [p.numel() for p in params]
+    )
     setup = _AdjointSetup(
         forward_solver=prepared.solver,
         forward_problem=prepared.problem,
@@ -181,6 +187,8 @@ def _backward_solve(
     param_sizes = [p.numel() for p in params]
     n_params = sum(param_sizes)
     segments = (n, n, *param_sizes, *((1,) if need_t else ()))
+    size = sum(segments)  # a per-element tolerance has a slot for dL/dt last: dropped without it
+    rtol, atol = (tol[:size] if isinstance(tol, Tensor) else tol for tol in (setup.rtol, setup.atol))
     dynamics = _augmented_dynamics(func, params, n, need_t, dtype)
     norm = _adjoint_norm(setup.norm, segments, ys, params, need_t)
 
@@ -208,8 +216,8 @@ def _backward_solve(
             func=dynamics,
             y0=aug,
             times=[times[i], times[i - 1]],
-            rtol=setup.rtol,
-            atol=setup.atol,
+            rtol=rtol,
+            atol=atol,
             norm=norm,
             counts=counts,
             user_func=dynamics,

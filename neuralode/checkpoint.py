@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .captured import warn_uncaptured
-from .checks import PreparedSolve, check_adjoint_params, prepare
+from .checks import PreparedSolve, ToleranceArg, check_adjoint_params, prepare
 from .precision import AutocastSetting, solver_precision
 from .solvers import AdaptiveRKSolver, FixedGridSolver, FlatProblem, Solver
 from .solvers.base import StepTrace
@@ -55,8 +55,8 @@ def odeint_checkpoint(
     y0: UserState,
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: ToleranceArg = 1e-7,
+    atol: ToleranceArg = 1e-9,
     method: str | None = None,
     options: Mapping[str, Any] | None = None,
     event_fn: Callable | None = None,

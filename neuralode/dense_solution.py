@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import prepare
+from .checks import ToleranceArg, prepare
 from .precision import solver_precision
 from .solvers import AdaptiveRKSolver
 from .solvers.runge_kutta import DeviceTableau
@@ -51,8 +51,8 @@ def odeint_dense(
     t0: Tensor | float,
     t1: Tensor | float,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: ToleranceArg = 1e-7,
+    atol: ToleranceArg = 1e-9,
     method: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> DenseOutputFn:

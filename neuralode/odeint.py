@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import PreparedSolve, prepare
+from .checks import PreparedSolve, ToleranceArg, prepare
 from .events import attach_event_gradient
 from .precision import solver_precision
 from .state import UserState
@@ -21,8 +21,8 @@ def odeint(
     y0: UserState,
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: ToleranceArg = 1e-7,
+    atol: ToleranceArg = 1e-9,
     method: str | None = None,
     options: Mapping[str, Any] | None = None,
     event_fn: Callable | None = None,
@@ -37,7 +37,9 @@ def odeint(
         func: ``func(t, y)`` with t a 0-dim tensor and y shaped like ``y0``; returns dy/dt.
         y0: initial state, a tensor of any shape (e.g. ``(batch, *state)``) or a tuple of tensors.
         t: ``(T,)`` output times, strictly increasing or strictly decreasing; ``t[0]`` is y0's time.
-        rtol, atol: relative and absolute tolerance of adaptive methods.
+        rtol, atol: relative and absolute tolerance of adaptive methods: a number, or per component one
+            per member of a tuple y0 (a list/tuple, e.g. ``[1e-5, 1e-5, 1e20]``; 1e20: no error control on
+            that member), or a tensor broadcastable to a tensor y0's shape.
         method: a name from ``neuralode.SOLVERS``; None means "dopri5".
         options: method options (see ``AdaptiveOptions``/``FixedGridOptions``); unknown keys raise.
         event_fn: ``event_fn(t, y) -> tensor``: integrate until any of its entries changes sign; then

@@ -302,9 +302,12 @@ def test_non_numeric_tolerance_raises_type_error_naming_it(solve, name, value):
 @SOLVE
 @pytest.mark.parametrize("name", ["rtol", "atol"])
 def test_non_scalar_tensor_tolerance_raises_value_error_naming_it(solve, name):
-    value = torch.tensor([1e-6, 1e-3], dtype=F64)
+    value = torch.tensor([1e-6, 1e-3, 1e-4], dtype=F64)  # per element: it must broadcast to y0's (2,)
     assert_rejected_before_work(
-        solve, ValueError, rf"^{name} must be a scalar, got a tensor of shape \(2,\)", **{name: value}
+        solve,
+        ValueError,
+        rf"^{name} has shape \(3,\), which does not broadcast to y0's shape \(2,\)",
+        **{name: value},
     )
 
 

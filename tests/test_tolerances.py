@@ -51,7 +51,11 @@ def test_any_finite_non_negative_number_is_accepted(value, kind):
         (math.nan, ValueError, "must be a finite number >= 0, got nan"),
         (np.float32("inf"), ValueError, "must be a finite number >= 0, got inf"),
         (-1e-6, ValueError, "must be a finite number >= 0, got -1e-06"),
-        (np.array([1e-3, 1e-4]), ValueError, r"must be a scalar, got a tensor of shape \(2,\)"),
+        (
+            np.array([1e-3, 1e-4, 1e-5]),
+            ValueError,
+            r"has shape \(3,\), which does not broadcast to y0's shape",
+        ),
     ],
 )
 def test_bad_tolerance_is_refused_naming_the_argument(name, value, error, message):

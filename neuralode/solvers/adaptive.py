@@ -216,8 +216,8 @@ class AdaptiveRKSolver(Solver):
         y_abs: Tensor,
         y1_abs: Tensor,
         abs_dt: float,
-        rtol: float,
-        atol: float,
+        rtol: float | Tensor,
+        atol: float | Tensor,
         norm,
         homogeneous: bool,
     ) -> float:

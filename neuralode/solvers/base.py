@@ -20,7 +20,8 @@ class FlatProblem:
         func: f(t: float, y: (N,)) -> (N,).
         y0: (N,) initial state, at ``times[0]``.
         times: output times (floats), strictly increasing or strictly decreasing.
-        rtol, atol: tolerances of the error control (adaptive methods).
+        rtol, atol: tolerances of the error control (adaptive methods): a float, or an (N,) tensor with
+            one per element of the flat state (per-component tolerances; see ``checks.check_tolerance``).
         norm: maps the scaled error (N,) to a 0-dim tensor.
         counts: where steps are counted (func counts its own evaluations).
         user_func, user_y0: the user's func and y0, for a ``grid_constructor``.
@@ -37,8 +38,8 @@ class FlatProblem:
     func: Callable[[float, Tensor], Tensor]
     y0: Tensor
     times: list[float]
-    rtol: float
-    atol: float
+    rtol: float | Tensor
+    atol: float | Tensor
     norm: Callable[[Tensor], Tensor]
     counts: SolverCounts
     user_func: Callable | None = None

@@ -108,6 +108,13 @@ def newton_atol(y_abs: Tensor) -> float:
     return max(100 * finfo.eps * float(y_abs.max()), finfo.tiny) if y_abs.numel() else finfo.tiny
 
 
+def newton_tolerance(atol: float | Tensor, y_abs: Tensor) -> float | Tensor:
+    """Newton's absolute tolerance: the call's atol, with :func:`newton_atol` wherever it is 0."""
+    if isinstance(atol, Tensor):
+        return torch.where(atol > 0, atol, newton_atol(y_abs)) if bool((atol == 0).any()) else atol
+    return atol if atol > 0 else newton_atol(y_abs)
+
+
 def jacobian(func, t: float, y: Tensor, perturb: float) -> tuple[Tensor, Tensor]:
     """f(t, y) and df/dy (N, N), all rows in one batched backward pass (a loop where vmap fails)."""
     n = y.numel()
@@ -137,8 +144,8 @@ class _Context:
     update: Tensor  # (s,)
     c: tuple[float, ...]
     a_np: np.ndarray
-    rtol: float
-    atol: float
+    rtol: float | Tensor  # a float or per element (N,), as in FlatProblem
+    atol: float | Tensor
 
 
 class ImplicitRKSolver(FixedGridSolver):
@@ -162,7 +169,9 @@ class ImplicitRKSolver(FixedGridSolver):
             update=torch.tensor(tab.update, dtype=y.dtype, device=y.device),
             c=tab.c,
             a_np=np.array(tab.a),
-            rtol=max(problem.rtol, 100 * eps),
+            rtol=problem.rtol.clamp(min=100 * eps)
+            if isinstance(problem.rtol, Tensor)
+            else max(problem.rtol, 100 * eps),
             atol=problem.atol,
         )
 
@@ -181,7 +190,7 @@ class ImplicitRKSolver(FixedGridSolver):
         cs = torch.tensor(ctx.c, dtype=y.dtype, device=y.device)
         z = (dt * cs)[:, None] * f_start[None, :]  # stages on the tangent line: a cheap first guess
         y_abs = y.detach().abs()
-        atol = ctx.atol if ctx.atol > 0 else newton_atol(y_abs)
+        atol = newton_tolerance(ctx.atol, y_abs)
         for _ in range(opts.max_iters):
             stages = y.unsqueeze(0) + z
             f = torch.stack([func(t + ci * dt, stages[i], perturbs[i]) for i, ci in enumerate(ctx.c)])

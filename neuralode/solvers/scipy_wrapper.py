@@ -60,7 +60,7 @@ class ScipySolver(Solver):
                 self._nonfinite_t = float(t)  # SciPy may step on for a while; report where it began
             return values
 
-        kwargs: dict = {"rtol": problem.rtol, "atol": problem.atol, "max_step": opts.max_step}
+        kwargs: dict = {**scipy_tolerances(problem, opts.solver), "max_step": opts.max_step}
         if opts.solver == "LSODA":
             kwargs["min_step"] = opts.min_step
         if opts.first_step is not None:
@@ -174,6 +174,20 @@ class ScipySolver(Solver):
 
 
 @torch.no_grad()
+def scipy_tolerances(problem: FlatProblem, solver: str) -> dict:
+    """rtol/atol for SciPy: floats, or per element as float64 NumPy arrays. Radau and BDF take only a
+    scalar rtol (their Newton tolerance is computed from it): they get the smallest entry, which is
+    never looser than asked (atol stays per element)."""
+
+    def to_numpy(tol):
+        return tol.detach().cpu().double().numpy() if isinstance(tol, Tensor) else tol
+
+    rtol, atol = to_numpy(problem.rtol), to_numpy(problem.atol)
+    if isinstance(rtol, np.ndarray) and solver in ("Radau", "BDF"):
+        rtol = float(rtol.min())
+    return {"rtol": rtol, "atol": atol}
+
+
 def _locate_nonfinite(problem: FlatProblem, t_good: float, y_good: np.ndarray, t_bad: float) -> float:
     """Where func starts returning NaN or inf between t_good (finite) and t_bad: bisection on func along
     the Euler extrapolation of the last finite state (exact for a NaN that depends on t only)."""

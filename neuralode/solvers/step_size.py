@@ -17,11 +17,12 @@ def initial_step(
     f0: Tensor,
     direction: float,
     order: int,
-    rtol: float,
-    atol: float,
+    rtol: float | Tensor,
+    atol: float | Tensor,
     norm: Callable[[Tensor], Tensor],
 ) -> float:
-    """Hairer, Norsett & Wanner's starting step (Solving ODEs I, II.4): one extra evaluation."""
+    """Hairer, Norsett & Wanner's starting step (Solving ODEs I, II.4): one extra evaluation. rtol/atol
+    are floats or per-element (N,) tensors."""
     scale = y0.abs() * rtol + atol
     d0 = float(norm(y0 / scale))
     d1 = float(norm(f0 / scale))
