@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -80,7 +80,7 @@ def test_zeroed_bytes_inside_a_tensor_are_detected(tmp_path, trained):
     assert info.value.path == tmp_path / CHECKPOINT
 
 
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60)
 @given(offset=st.floats(0.0, 1.0, exclude_max=True), length=st.integers(1, 64), byte=st.integers(0, 255))
 def test_any_damage_inside_the_weights_is_refused_or_harmless(
     tmp_path_factory, trained, offset, length, byte

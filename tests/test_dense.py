@@ -9,7 +9,7 @@ import pytest
 import scipy.integrate
 import torch
 import torchdiffeq
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from neuralode import odeint, odeint_dense
@@ -19,10 +19,7 @@ from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS
 F64 = torch.float64
 SETTINGS = settings(
     max_examples=25,
-    deadline=None,
-    derandomize=True,
     phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

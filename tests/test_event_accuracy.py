@@ -22,7 +22,7 @@ def _ulp(x: float, dtype: torch.dtype) -> float:
     return float(np.spacing((np.float32 if dtype == torch.float32 else np.float64)(abs(x))))
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40)
 @given(
     method=st.sampled_from(FIXED),
     c=st.floats(1e-2, 1e2).flatmap(lambda v: st.sampled_from([v, -v])),
@@ -75,7 +75,7 @@ def _event_time(lib, c, y0, target, t0, h, interp, dtype, direction):
     return float(event_t)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40)
 @given(
     c=st.floats(1e-2, 1e2).flatmap(lambda v: st.sampled_from([v, -v])),
     y0=st.sampled_from([0.0, 1.5, -4.53, 9.0]),
@@ -112,7 +112,7 @@ def test_rk4_event_time_at_most_torchdiffeqs_error_or_the_float_floor(
     assert mine <= max(theirs, floor), (mine, theirs, floor)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True)
+@settings(max_examples=12)
 @given(
     method=st.sampled_from(["dopri5", "bosh3", "tsit5"]),
     c=st.floats(0.1, 10.0).flatmap(lambda v: st.sampled_from([v, -v])),

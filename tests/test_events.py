@@ -165,7 +165,7 @@ def test_an_event_that_is_never_reached_fails_fast_saying_so(method, options):
 
 @pytest.mark.parametrize(("method", "options"), NEVER, ids=[m for m, _ in NEVER])
 @given(n=st.integers(1, 60), backwards=st.booleans())
-@settings(max_examples=10, deadline=None, derandomize=True)
+@settings(max_examples=10)
 def test_max_num_steps_bounds_every_event_search(method, options, n, backwards):
     stats = SolveStats()
     t = torch.tensor([0.0, -1.0 if backwards else 1.0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torchdiffeq
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -15,10 +15,7 @@ from .conftest import ALL_FIXED_METHODS
 F64 = torch.float64
 SETTINGS = settings(
     max_examples=40,
-    deadline=None,
-    derandomize=True,
     phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

@@ -314,6 +314,6 @@ FOUND = {  # regressions the fuzz found, kept as examples (see the report of iss
 @given(case=CASES)
 @example(case=FOUND["0-dim y0 (view() with no sizes)"])
 @example(case=FOUND["non-string option keys (sorted() of mixed types)"])
-@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=400, suppress_health_check=list(HealthCheck))
 def test_every_call_returns_a_finite_result_or_a_documented_error(case):
     run_case(case)

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 import torch
 import torchdiffeq
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import neuralode
@@ -63,10 +63,7 @@ DELIBERATE_DIFFERENCES = {
 
 # no shrinking: a failure is reported as generated (shrinking a slow solve costs minutes)
 SETTINGS = dict(
-    deadline=None,
-    derandomize=True,
     phases=(Phase.explicit, Phase.generate),
-    suppress_health_check=[HealthCheck.too_slow],
 )
 LOG: Counter = Counter()  # generated cases per test, printed at the end of the module (-s)
 NFE_NOTES: list[str] = []  # cases where neuralode took > 1.5x torchdiffeq's NFE

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -24,10 +24,7 @@ DOORS = ("odeint", "odeint_adjoint", "odeint_checkpoint", "odeint_event")
 CHECKPOINTABLE = set(ADAPTIVE_METHODS) | set(FIXED_METHODS)
 SETTINGS = settings(
     max_examples=40,
-    deadline=None,
-    derandomize=True,
     phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure reports its first example, fast
-    suppress_health_check=[HealthCheck.too_slow],
 )
 
 

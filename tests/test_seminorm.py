@@ -24,7 +24,7 @@ from neuralode.solvers.runge_kutta import DeviceTableau
 METHODS = ("dopri5", "dopri8", "bosh3", "tsit5")
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60)
 @given(
     method=st.sampled_from(METHODS),
     n=st.integers(1, 4),
@@ -97,7 +97,7 @@ def test_seminorm_backward_nfe_not_above_the_norm_on_known_cases(
     assert out["seminorm"][0].nfe <= out["rms"][0].nfe
 
 
-@settings(max_examples=14, deadline=None, derandomize=True)
+@settings(max_examples=14)
 @given(
     method=st.sampled_from(METHODS),
     seed=st.integers(0, 1000),

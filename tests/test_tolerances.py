@@ -29,7 +29,7 @@ WRAPPERS = {
 }
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=200)
 @given(value=st.floats(0.0, 1e6), kind=st.sampled_from(sorted(WRAPPERS)))
 def test_any_finite_non_negative_number_is_accepted(value, kind):
     if kind == "int":
