@@ -10,6 +10,7 @@ from .errors import NewtonConvergenceError as NewtonConvergenceError
 from .errors import NonFiniteStateError as NonFiniteStateError
 from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
+from .errors import ToleranceWarning as ToleranceWarning
 from .event_api import odeint_event as odeint_event
 from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
@@ -28,6 +29,7 @@ __all__ = [
     "SolverCounts",
     "SolverError",
     "StepSizeUnderflowError",
+    "ToleranceWarning",
     "odeint",
     "odeint_adjoint",
     "odeint_checkpoint",

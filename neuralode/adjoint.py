@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .callbacks import StepCallbacks, make_callbacks
-from .checks import check_adjoint_params, check_tolerance, make_solver, prepare
+from .checks import backward_tolerances, check_adjoint_params, make_solver, prepare
 from .events import attach_event_gradient
 from .norms import RMSNorm, UserNorm
 from .precision import AutocastSetting, solver_precision
@@ -85,14 +85,15 @@ def odeint_adjoint(
     if adjoint_options is None and options is not None:
         adjoint_options = {k: v for k, v in options.items() if k != "norm"}
     solver = make_solver(adjoint_method or method, adjoint_options, arg="adjoint_method")
+    adjoint_tols = backward_tolerances(solver, prepared.layout, rtol, atol, adjoint_rtol, adjoint_atol)
     setup = _AdjointSetup(
         forward_solver=prepared.solver,
         forward_problem=prepared.problem,
         user_func=func,
         layout=prepared.layout,
         solver=solver,
-        rtol=prepared.problem.rtol if adjoint_rtol is None else check_tolerance(adjoint_rtol, "adjoint_rtol"),
-        atol=prepared.problem.atol if adjoint_atol is None else check_tolerance(adjoint_atol, "adjoint_atol"),
+        rtol=adjoint_tols[0],
+        atol=adjoint_tols[1],
         norm=getattr(solver.options, "norm", None),
         stats=stats,
         callbacks=make_callbacks(

@@ -33,3 +33,7 @@ class NonFiniteStateError(SolverError):
 
 class NewtonConvergenceError(SolverError):
     """Newton's method did not solve an implicit method's stage equations within ``max_iters``."""
+
+
+class ToleranceWarning(UserWarning):
+    """A tolerance the state's dtype cannot deliver was raised to one it can (filter it with this class)."""

@@ -50,10 +50,10 @@ class StateLayout:
         """Flat vector (N,) or batch of them (T, N) -> user structure, in the user's dtypes."""
         lead = flat.shape[:-1]
         if not self.is_tuple:
-            return flat.view(*lead, *self.shapes[0]).to(self.user_dtypes[0])
+            return flat.view((*lead, *self.shapes[0])).to(self.user_dtypes[0])  # a tuple: 0-dim shapes too
         pieces = flat.split(self.numels, dim=-1)
         return tuple(
-            p.reshape(*lead, *shape).to(dtype)
+            p.reshape((*lead, *shape)).to(dtype)
             for p, shape, dtype in zip(pieces, self.shapes, self.user_dtypes, strict=True)
         )
 

@@ -16,6 +16,7 @@ from neuralode import (
     MaxStepsExceededError,
     NonFiniteStateError,
     SolverError,
+    SolveStats,
     StepSizeUnderflowError,
     odeint,
     odeint_adjoint,
@@ -275,15 +276,27 @@ def test_options_not_a_mapping_raises_type_error_naming_options(solve):
 
 @SOLVE
 @pytest.mark.parametrize("name", ["rtol", "atol"])
-@pytest.mark.parametrize("value", [0.0, -1e-6, NAN, math.inf], ids=["zero", "negative", "nan", "inf"])
-def test_non_positive_or_non_finite_tolerance_raises_value_error_naming_it(solve, name, value):
-    assert_rejected_before_work(solve, ValueError, rf"^{name} must be a finite number > 0", **{name: value})
+@pytest.mark.parametrize("value", [-1e-6, NAN, math.inf], ids=["negative", "nan", "inf"])
+def test_negative_or_non_finite_tolerance_raises_value_error_naming_it(solve, name, value):
+    assert_rejected_before_work(solve, ValueError, rf"^{name} must be a finite number >= 0", **{name: value})
+
+
+@SOLVE
+def test_both_tolerances_zero_for_an_adaptive_method_raises_with_the_reason(solve):
+    assert_rejected_before_work(
+        solve,
+        ValueError,
+        r"^rtol and atol are both 0: .*both zero would make every step fail",
+        rtol=0,
+        atol=0,
+    )
 
 
 @SOLVE
 @pytest.mark.parametrize("name", ["rtol", "atol"])
-def test_non_numeric_tolerance_raises_type_error_naming_it(solve, name):
-    assert_rejected_before_work(solve, TypeError, rf"^{name} must be a positive number", **{name: "1e-3"})
+@pytest.mark.parametrize("value", ["1e-3", True], ids=["str", "bool"])
+def test_non_numeric_tolerance_raises_type_error_naming_it(solve, name, value):
+    assert_rejected_before_work(solve, TypeError, rf"^{name} must be a number >= 0", **{name: value})
 
 
 @SOLVE
@@ -298,14 +311,13 @@ def test_non_scalar_tensor_tolerance_raises_value_error_naming_it(solve, name):
 @SOLVE
 @pytest.mark.parametrize("method", ALL_FIXED_METHODS)
 @pytest.mark.parametrize("options", [None, {}, {"interp": "cubic"}], ids=["none", "empty", "no-grid"])
-def test_fixed_grid_method_without_step_size_or_grid_constructor_raises(solve, method, options):
-    assert_rejected_before_work(
-        solve,
-        ValueError,
-        r"fixed-grid methods need a grid: pass options=\{'step_size'",
-        method=method,
-        options=options,
-    )
+def test_fixed_grid_method_without_step_size_or_grid_constructor_steps_on_t(solve, method, options):
+    """torchdiffeq's default (this used to raise "fixed-grid methods need a grid"): one step per
+    interval of t, so the solution equals the same solve with grid_constructor returning t."""
+    t = torch.tensor([0.0, 0.25, 0.4, 1.0], dtype=F64)
+    on_t = {**(options or {}), "grid_constructor": lambda func, y0, t: t}
+    ys = call(solve, CountingFunc(), y0_(), t, method=method, options=options)
+    torch.testing.assert_close(ys, call(solve, CountingFunc(), y0_(), t, method=method, options=on_t))
 
 
 @SOLVE
@@ -464,18 +476,20 @@ def test_bad_adjoint_option_value_names_adjoint_options(adjoint_options, match):
     assert f.calls == 0
 
 
-def test_fixed_grid_adjoint_method_without_grid_names_adjoint_options():
+def test_fixed_grid_adjoint_method_without_grid_steps_backward_on_the_reversed_t():
+    """The backward rk4 solve takes one step per interval of t (it used to need a step_size)."""
     f = CountingModule()
-    with pytest.raises(ValueError, match=r"pass adjoint_options=\{'step_size'"):
-        odeint_adjoint(f, y0_(), t_(), adjoint_method="rk4")
-    assert f.calls == 0
+    stats = SolveStats()
+    y0, t = y0_().requires_grad_(True), torch.tensor([0.0, 0.3, 1.0], dtype=F64)
+    odeint_adjoint(f, y0, t, adjoint_method="rk4", stats=stats)[-1].sum().backward()
+    assert stats.backward.n_steps == len(t) - 1
 
 
 @pytest.mark.parametrize("name", ["adjoint_rtol", "adjoint_atol"])
-@pytest.mark.parametrize("value", [0.0, -1.0, NAN], ids=["zero", "negative", "nan"])
+@pytest.mark.parametrize("value", [-1.0, NAN], ids=["negative", "nan"])
 def test_bad_adjoint_tolerance_raises_value_error_naming_it(name, value):
     f = CountingModule()
-    with pytest.raises(ValueError, match=rf"^{name} must be a finite number > 0"):
+    with pytest.raises(ValueError, match=rf"^{name} must be a finite number >= 0"):
         odeint_adjoint(f, y0_(), t_(), **{name: value})
     assert f.calls == 0
 

@@ -123,6 +123,8 @@ class FixedGridSolver(Solver):
         opts: FixedGridOptions = self.options
         if opts.grid_constructor is not None:
             return _custom_grid(problem, opts.grid_constructor)
+        if opts.step_size is None:  # torchdiffeq's default: step from output time to output time
+            return list(problem.times)
         return uniform_grid(problem.times[0], problem.times[-1], opts.step_size)
 
     def interpolate(self, problem: FlatProblem, step: GridStep, t: float) -> Tensor:
@@ -174,8 +176,8 @@ class FixedGridSolver(Solver):
         """An unbounded uniform grid from t0 for an event search."""
         if self.options.step_size is None:
             raise ValueError(
-                "event_fn with a fixed-grid method needs options={'step_size': h}: a grid_constructor "
-                "cannot know where the event is"
+                "event_fn with a fixed-grid method needs options={'step_size': h}: neither t (the default "
+                "grid) nor a grid_constructor can know where the event is"
             )
         t0, h = problem.times[0], self.options.step_size
         for i in range(MAX_EVENT_STEPS + 1):

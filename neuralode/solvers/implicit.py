@@ -4,9 +4,9 @@ With stage increments Z_i = Y_i - y, one step solves Z = dt (A kron I) F(y + Z) 
 the Jacobian J = df/dy is taken once per step at (t, y) from autograd (all N rows in one batched
 backward pass), the (s N, s N) matrix I - dt (A kron J) is LU-factorised once, and each iteration
 costs s evaluations of f and one triangular solve. Newton stops when the scaled update is below
-the call's rtol/atol (floored at the dtype's round-off). With autograd on, the iterations are
-differentiated through: they converge to the stage solution, so their derivatives converge to
-its implicit-function derivative.
+the call's rtol/atol (rtol floored at the dtype's round-off; atol=0 uses 100 eps of the state's
+largest entry). With autograd on, the iterations are differentiated through: they converge to the
+stage solution, so their derivatives converge to its implicit-function derivative.
 """
 
 from __future__ import annotations
@@ -101,6 +101,13 @@ class ImplicitButcherTableau:
     adaptive: ClassVar[bool] = False
 
 
+def newton_atol(y_abs: Tensor) -> float:
+    """Newton's absolute tolerance when the call's atol is 0: round-off of the state's largest entry
+    (100 eps of it), so entries at or near zero still have a stopping rule; tiny if the state is 0."""
+    finfo = torch.finfo(y_abs.dtype)
+    return max(100 * finfo.eps * float(y_abs.max()), finfo.tiny) if y_abs.numel() else finfo.tiny
+
+
 def jacobian(func, t: float, y: Tensor, perturb: float) -> tuple[Tensor, Tensor]:
     """f(t, y) and df/dy (N, N), all rows in one batched backward pass (a loop where vmap fails)."""
     n = y.numel()
@@ -174,6 +181,7 @@ class ImplicitRKSolver(FixedGridSolver):
         cs = torch.tensor(ctx.c, dtype=y.dtype, device=y.device)
         z = (dt * cs)[:, None] * f_start[None, :]  # stages on the tangent line: a cheap first guess
         y_abs = y.detach().abs()
+        atol = ctx.atol if ctx.atol > 0 else newton_atol(y_abs)
         for _ in range(opts.max_iters):
             stages = y.unsqueeze(0) + z
             f = torch.stack([func(t + ci * dt, stages[i], perturbs[i]) for i, ci in enumerate(ctx.c)])
@@ -181,7 +189,7 @@ class ImplicitRKSolver(FixedGridSolver):
             dz = -torch.linalg.lu_solve(lu, pivots, residual.reshape(s * n, 1)).reshape(s, n)
             z = z + dz
             with torch.no_grad():
-                scale = torch.maximum(y_abs.unsqueeze(0), stages.abs()).mul_(ctx.rtol).add_(ctx.atol)
+                scale = torch.maximum(y_abs.unsqueeze(0), stages.abs()).mul_(ctx.rtol).add_(atol)
                 err = float(torch.linalg.vector_norm(dz / scale) / math.sqrt(s * n))
             if not math.isfinite(err):
                 raise NewtonConvergenceError(

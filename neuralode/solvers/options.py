@@ -60,6 +60,8 @@ def _positive(value: Any, name: str, arg: str, allow_none: bool = False, allow_z
 class FixedGridOptions(_Options):
     """Options of fixed-grid methods.
 
+    Without ``step_size`` or ``grid_constructor`` the grid is ``t`` itself, as in torchdiffeq.
+
     Attributes:
         step_size: grid spacing (the last step is shortened to end exactly at t[-1]).
         grid_constructor: ``fn(func, y0, t) -> grid`` returning a 1-D tensor from t[0] to t[-1].
@@ -79,11 +81,6 @@ class FixedGridOptions(_Options):
             raise ValueError(f"{arg}['grid_constructor'] must be callable fn(func, y0, t) -> grid")
         if self.step_size is not None and self.grid_constructor is not None:
             raise ValueError(f"{arg}: give either 'step_size' or 'grid_constructor', not both")
-        if self.step_size is None and self.grid_constructor is None:
-            raise ValueError(
-                f"fixed-grid methods need a grid: pass {arg}={{'step_size': h}} "
-                "or {'grid_constructor': fn(func, y0, t)}"
-            )
         if self.interp not in ("linear", "cubic"):
             raise ValueError(f"{arg}['interp'] must be 'linear' or 'cubic', got {self.interp!r}")
         if not isinstance(self.perturb, bool):
