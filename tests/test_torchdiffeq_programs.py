@@ -31,8 +31,7 @@ FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|nan|inf", re.I
 # Patterns that fail on main for a known reason; strict=False so that the fixes turn them into passes.
 KNOWN_FAILURES = {
     "ffjord_cnf": "per-component (tupled) rtol/atol lists are refused (torchdiffeq accepts them in odeint)",
-    "ffjord_cnf_regularized": "tupled rtol/atol lists, and 0-dim states (issue 15, branch dropin)",
-    "latent_ode_repo_euler": "fixed-grid method without step_size should step on t (issue 15, branch dropin)",
+    "ffjord_cnf_regularized": "tupled rtol/atol lists (its 0-dim states work since dropin)",
 }
 PATTERN_NAMES = [
     "ode_demo",
