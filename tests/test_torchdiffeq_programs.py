@@ -28,11 +28,6 @@ EXTERNAL = Path(os.environ.get("NEURALODE_TORCHDIFFEQ_PROGRAMS", HERE / "externa
 MARKER = "NEURALODE_SHIM torchdiffeq -> "
 FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|nan|inf", re.IGNORECASE)
 
-# Patterns that fail on main for a known reason; strict=False so that the fixes turn them into passes.
-KNOWN_FAILURES = {
-    "ffjord_cnf": "per-component (tupled) rtol/atol lists are refused (torchdiffeq accepts them in odeint)",
-    "ffjord_cnf_regularized": "tupled rtol/atol lists (its 0-dim states work since dropin)",
-}
 PATTERN_NAMES = [
     "ode_demo",
     "odenet_mnist",
@@ -94,15 +89,7 @@ def pattern_runs(tmp_path_factory):
     return parse_patterns(shim.stdout), (parse_patterns(oracle.stdout) if oracle else None), shim.stderr
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[n], strict=False))
-        if n in KNOWN_FAILURES
-        else n
-        for n in PATTERN_NAMES
-    ],
-)
+@pytest.mark.parametrize("name", PATTERN_NAMES)
 def test_pattern_runs_through_the_shim(pattern_runs, name):
     results, oracle, stderr = pattern_runs
     assert name in results, f"pattern {name} printed nothing\n{stderr[-3000:]}"
