@@ -6,10 +6,13 @@ setting fails at construction with the same message ``odeint`` would give at the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from .checks import check_tolerance, make_solver
+import torch
+
+from .checks import check_tolerance, make_solver, solve_tolerances
 from .solvers import SOLVERS
 
 
@@ -19,9 +22,9 @@ def _blame(method: Any, names: tuple[str, str]) -> str:
     return names[1] if known else names[0]
 
 
-def _check(argument: str, check: Any, *args: Any, **kwargs: Any) -> None:
+def _check(argument: str, check: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        check(*args, **kwargs)
+        return check(*args, **kwargs)
     except (TypeError, ValueError) as error:
         error.argument = argument  # which setting failed, for callers that map it to their own names
         raise
@@ -41,13 +44,16 @@ def check_solver_settings(
     The adjoint's backward settings are checked when given. The raised error's ``argument`` attribute
     names the failing setting: "method", "rtol", "atol", "options", "adjoint_method" or "adjoint_options".
     """
-    _check("rtol", check_tolerance, rtol, "rtol")
-    _check("atol", check_tolerance, atol, "atol")
+    rtol_f = _check("rtol", check_tolerance, rtol, "rtol")
+    atol_f = _check("atol", check_tolerance, atol, "atol")
     try:
-        make_solver(method, options)
+        solver = make_solver(method, options)
     except (TypeError, ValueError) as error:
         error.argument = _blame(method, ("method", "options"))
         raise
+    with warnings.catch_warnings():  # the dtype is not known yet: the floor's warning belongs to the solve
+        warnings.simplefilter("ignore")
+        _check("rtol", solve_tolerances, solver, rtol_f, atol_f, torch.float64)  # both 0, adaptive method
     if adjoint_method is None and adjoint_options is None:
         return
     if adjoint_options is None and options is not None:  # what odeint_adjoint does

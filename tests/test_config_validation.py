@@ -37,7 +37,8 @@ CASES = [
 # In-process (composed as Hydra does, then the experiment's validate_config): the rest of the keys.
 COMPOSED = [
     ("mnist", ["solver.method=nonsense"], "solver.method=nonsense", "unknown"),
-    ("mnist", ["solver.atol=0"], "solver.atol=0", "atol must be"),
+    ("mnist", ["solver.atol=-1"], "solver.atol=-1", "atol must be"),
+    ("mnist", ["solver.rtol=0", "solver.atol=0"], "solver.rtol=0", "both 0"),
     ("mnist", ["+solver.options.nope=1"], "solver.options=", "unknown key"),
     ("mnist", ["+solver.adjoint_options.nrm=seminorm"], "solver.adjoint_options=", "unknown key"),
     ("mnist", ["batch_size=0"], "batch_size=0", ">= 1"),
@@ -111,7 +112,8 @@ def test_the_checker_names_the_key_and_value():
         ({"method": "nonsense"}, "method", 'method="nonsense" is unknown'),
         ({"atol": float("nan")}, "atol", "atol must be"),
         ({"options": {"first_step": -1.0}}, "options", "first_step"),
-        ({"method": "rk4"}, "options", "step_size"),
+        ({"method": "rk4", "options": {"step_size": -0.1}}, "options", "step_size"),
+        ({"rtol": 0, "atol": 0}, "rtol", "both 0"),
         ({"adjoint_options": {"nrm": "seminorm"}}, "adjoint_options", "unknown key"),
     ],
 )
@@ -129,7 +131,9 @@ def test_cnf_and_latent_ode_refuse_bad_solver_settings_at_construction():
     with pytest.raises(ValueError, match="unknown"):
         LatentODE(method="nonsense")
     with pytest.raises(ValueError, match="atol must be"):
-        LatentODE(atol=0.0)
+        LatentODE(atol=-1.0)
+    with pytest.raises(ValueError, match="both 0"):
+        LatentODE(rtol=0.0, atol=0.0)
 
 
 def test_good_solver_settings_pass():
