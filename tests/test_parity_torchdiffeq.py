@@ -65,6 +65,9 @@ DELIBERATE_DIFFERENCES = {
     "event_t_gradient": "neuralode's odeint and odeint_adjoint with event_fn give event_t its exact gradient "
     "(implicit function theorem); torchdiffeq's odeint returns it without one and its odeint_adjoint with a "
     "wrong one (0 for dt/dy0 below): only its odeint_event links it (test_event_t_gradient)",
+    "both_tolerances_zero": "rtol = atol = 0 for an adaptive method: neuralode refuses it before any work "
+    "(ValueError naming both); torchdiffeq fails an assert ('underflow in dt 0.0') in its initial step "
+    "(test_both_tolerances_zero)",
     "dense_domain": "torchdiffeq's odeint_dense takes only dopri5, a tensor y0, t0 < t1 and a scalar time in "
     "[t0, t1) (it fails at t1 and backwards); neuralode's every adaptive method (test_odeint_dense)",
 }
@@ -278,7 +281,7 @@ def _check_accuracy(name: str, nd, td, ref, bound: float, oracle_bound: bool = T
 def _adaptive_case(case: Case, method: str, rtol: float, atol: float, options: dict, name: str) -> None:
     ref, ref_g = reference(case)
     func = case.make_field()
-    bound = tolerance_bound(case, rtol, atol, ERROR_MULTIPLE[method])
+    bound = tolerance_bound(case, loosest(rtol), loosest(atol), ERROR_MULTIPLE[method])
     kwargs = dict(method=method, rtol=rtol, atol=atol)
     td_sol, td_g, td_nfe, _ = solve(torchdiffeq, case, func, True, options=dict(options), **kwargs)
     nd_sol, nd_g, nd_nfe, _ = solve(neuralode, case, func, True, options=options, **kwargs)
@@ -289,7 +292,8 @@ def _adaptive_case(case: Case, method: str, rtol: float, atol: float, options: d
         _check_accuracy(f"d/d{key}", nd_g[key], td_g[key], ref_g[key], bound(scale_of(ref_g[key])), False)
     # DELIBERATE_DIFFERENCES["time_gradient"]: only neuralode's are checked against the exact ones here
     assert_close("d/dt (exact sensitivities)", (nd_g["t"],), (ref_g["t"],), bound(scale_of((ref_g["t"],))))
-    what = f"{name} {method} rtol={rtol} atol={atol} {case.structure} {case.dtypes} {sorted(options)}"
+    what = f"{name} {method} rtol={loosest(rtol)} atol={loosest(atol)} {case.structure} {case.dtypes}"
+    what += f" {sorted(options)}"
     note_nfe(what, nd_nfe, td_nfe)
     assert nd_nfe <= 3 * td_nfe + 20, f"NFE {nd_nfe} is not the order of torchdiffeq's {td_nfe}"
     LOG[name] += 1
@@ -302,8 +306,24 @@ TOLERANCES = {
 LOW_ORDER = ("adaptive_heun", "fehlberg2")  # thousands of steps below 1e-6: kept to loose tolerances
 
 
+def per_component(case: Case, tol: float, factors) -> list[float] | torch.Tensor:
+    """A per-component tolerance from ``tol``: a list (one per member) for a tuple state, else a tensor
+    of the state's shape (torchdiffeq's and neuralode's forms); ``factors`` scale the entries."""
+    if case.is_tuple:
+        return [tol * factors[i % len(factors)] for i in range(len(case.shapes))]
+    n = max(1, math.prod(case.shapes[0]))
+    values = [tol * factors[i % len(factors)] for i in range(n)]
+    return torch.tensor(values, dtype=torch.float64).reshape(case.shapes[0])
+
+
+def loosest(tol) -> float:
+    if isinstance(tol, list):
+        return float(max(tol))
+    return float(tol.max()) if isinstance(tol, torch.Tensor) else float(tol)
+
+
 @st.composite
-def adaptive_problems(draw, structures, zero_tolerance: bool = False):
+def adaptive_problems(draw, structures, zero_tolerance: bool = False, componentwise: bool = False):
     case = draw(cases(structures=structures, min_len=2))
     method = draw(st.sampled_from(ADAPTIVE))
     rtol, atol = draw(st.sampled_from(TOLERANCES[case.state_dtype]))
@@ -311,6 +331,10 @@ def adaptive_problems(draw, structures, zero_tolerance: bool = False):
         rtol, atol = max(rtol, 1e-5), max(atol, 1e-7)
     if zero_tolerance:  # pure absolute or pure relative error control
         rtol, atol = draw(st.sampled_from([(0.0, atol), (rtol, 0.0)]))
+    if componentwise:  # per-component tolerances: a list per tuple member, a tensor for a tensor state
+        factors = draw(st.sampled_from([(1.0, 0.1), (0.1, 1.0, 0.3), (1.0,)]))
+        rtol = per_component(case, rtol, factors)
+        atol = per_component(case, atol, factors) if draw(st.booleans()) else atol
     return case, method, rtol, atol, draw(adaptive_options(case))
 
 
@@ -322,11 +346,54 @@ def test_adaptive_against_reference(problem):
     _adaptive_case(*problem, "adaptive_against_reference")
 
 
-@settings(max_examples=10, **SETTINGS)
-@given(problem=adaptive_problems(NONSCALAR, zero_tolerance=True))
+@settings(max_examples=15, **SETTINGS)
+@given(problem=adaptive_problems(tuple(STRUCTURES), zero_tolerance=True))
 def test_zero_tolerance(problem):
     """rtol=0 (pure absolute) or atol=0 (pure relative error control), as torchdiffeq and SciPy take them."""
     _adaptive_case(*problem, "zero_tolerance")
+
+
+@settings(max_examples=15, **SETTINGS)
+@given(problem=adaptive_problems(tuple(STRUCTURES), componentwise=True))
+def test_per_component_tolerances(problem):
+    """rtol (and atol) per component: a list with one entry per tuple member, a tensor of a tensor state's
+    shape, the same objects to both libraries; held to the loosest entry's bound."""
+    _adaptive_case(*problem, "per_component_tolerances")
+
+
+def test_both_tolerances_zero():
+    """DELIBERATE_DIFFERENCES["both_tolerances_zero"]: rtol = atol = 0 for an adaptive method."""
+    f, y0, t = (lambda t, y: -y), torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0])
+    with pytest.raises(AssertionError, match="underflow"):
+        torchdiffeq.odeint(f, y0, t.double(), rtol=0.0, atol=0.0)
+    with pytest.raises(ValueError, match="rtol and atol are both 0"):
+        neuralode.odeint(f, y0, t.double(), rtol=0.0, atol=0.0)
+    for lib in (torchdiffeq, neuralode):  # a fixed grid does not use them: both accept
+        sol = lib.odeint(f, y0, t.double(), rtol=0.0, atol=0.0, method="rk4", options={"step_size": 0.1})
+        assert abs(float(sol[-1, 0]) - math.exp(-1.0)) < 1e-6
+
+
+@settings(max_examples=12, **SETTINGS)
+@given(
+    case=cases(structures=tuple(STRUCTURES), min_len=2, allow_float32=False),
+    method=st.sampled_from(["dopri5", "bosh3", "dopri8"]),
+    min_step=st.sampled_from([1 / 16, 1 / 8]),
+)
+def test_min_step_binds(case, method, min_step):
+    """min_step above the steps rtol 1e-10 asks for: both libraries accept steps of min_step (no error
+    control left); both within the fixed-step error of the reference, and of each other."""
+    LOG["min_step_binds"] += 1
+    ref, _ = reference(case, grad=False)
+    func = case.make_field()
+    kwargs = dict(method=method, rtol=1e-10, atol=1e-12, options={"min_step": min_step})
+    td_sol, _, td_nfe, _ = solve(torchdiffeq, case, func, False, **kwargs)
+    nd_sol, _, nd_nfe, _ = solve(neuralode, case, func, False, **kwargs)
+    order = {"dopri5": 4, "bosh3": 3, "dopri8": 4}[method]  # 4: torchdiffeq's dopri8 output fit
+    bound = min_step**order * max(1.0, scale_of(ref))
+    assert max_abs(nd_sol, ref) <= bound and max_abs(td_sol, ref) <= bound
+    assert max_abs(nd_sol, td_sol) <= bound
+    span = abs(case.times[-1] - case.times[0])
+    assert nd_nfe <= td_nfe + 20 and td_nfe <= (span / min_step + 2) * 13 + 10, (nd_nfe, td_nfe)
 
 
 # ----------------------------------------------------------------------------------------- adjoint
