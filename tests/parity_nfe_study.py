@@ -29,7 +29,7 @@ def _pseudo_fsal_run():
     src = textwrap.dedent(inspect.getsource(ORIGINAL_RUN))
     assert FSAL_LINE in src, "adaptive.py changed: update the study"
     namespace = dict(vars(adaptive))
-    exec(src.replace(FSAL_LINE, "f1 = K[-1]"), namespace)  # noqa: S102  a patched copy, this process only
+    exec(src.replace(FSAL_LINE, "f1 = K[-1]"), namespace)  # a patched copy, in this process only
     return namespace["_run"]
 
 
