@@ -4,11 +4,12 @@
 ``func.parameters()``); a tensor that requires grad and is captured another way gets none, silently,
 where ``odeint`` would give it one. What is looked at (cheaply, one level deep, never arbitrary
 objects' contents): an ``nn.Module`` func's buffers and plain tensor attributes (of every submodule),
-a callable object's attributes, and the closure cells of a function, of a bound method and of an
-``nn.Module``'s ``forward``; a cell or attribute holding a list/tuple/dict contributes the tensors
-directly inside it. Not looked at: the parameters of a module captured in a closure (with
-``torch.func.functional_call`` they are deliberately replaced by others), tensors reached through
-globals or through other objects' attributes, and tensors computed inside func.
+a callable object's attributes, and the closure cells and the module-level tensors read by name of a
+function, of a bound method and of an ``nn.Module``'s ``forward``; a cell or attribute holding a
+list/tuple/dict contributes the tensors directly inside it. Not looked at: the parameters of a module
+captured in a closure or a global (with ``torch.func.functional_call`` they are deliberately replaced
+by others), tensors reached through other objects' attributes or through functions func calls, and
+tensors computed inside func.
 """
 
 from __future__ import annotations
@@ -26,13 +27,18 @@ def _function_closure(fn: Any) -> Iterator[tuple[str, Any]]:
     """(variable name, value) of a function's (or bound method's) closure cells."""
     fn = getattr(fn, "__func__", fn)
     code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None)
-    if code is None or not cells:
+    if code is None:
         return
-    for name, cell in zip(code.co_freevars, cells, strict=False):
+    qualname = getattr(fn, "__qualname__", "func")
+    for name, cell in zip(code.co_freevars, cells or (), strict=False):
         try:
-            yield f"closure variable {name!r} of {getattr(fn, '__qualname__', 'func')}", cell.cell_contents
+            yield f"closure variable {name!r} of {qualname}", cell.cell_contents
         except ValueError:  # an empty cell (a variable not assigned yet)
             continue
+    module_globals = getattr(fn, "__globals__", {})
+    for name in code.co_names:  # the module-level names the code reads (a script's `w = torch.tensor(...)`)
+        if isinstance(module_globals.get(name), Tensor):
+            yield f"global variable {name!r} used by {qualname}", module_globals[name]
 
 
 def _holders(func: Any) -> Iterator[tuple[str, Any]]:

@@ -407,6 +407,14 @@ def test_scipy_solver_honours_max_num_steps():
 
 
 # the adjoint computes gradients only for adjoint_params: a captured tensor's .grad silently stayed None
+GLOBAL_RATE = torch.tensor(2.0, requires_grad=True)  # a script's module-level tensor, read by forward
+
+
+class GlobalRate(nn.Module):
+    def forward(self, t, y):
+        return -GLOBAL_RATE * y
+
+
 def _captured_cases():
     w = torch.tensor(2.0, requires_grad=True)
 
@@ -439,14 +447,18 @@ def _captured_cases():
         (Attribute(), {}, r"attribute func.scale"),
         (lambda t, y: -w * y, {"adjoint_params": ()}, r"closure variable 'w'"),
         (Callable(), {"adjoint_params": ()}, r"attribute func.rates\[0\]"),
+        (GlobalRate(), {}, r"global variable 'GLOBAL_RATE' used by GlobalRate.forward"),
     ]
 
 
 @pytest.mark.parametrize("solve", [odeint_adjoint, odeint_checkpoint])
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_a_captured_tensor_missing_from_adjoint_params_is_warned_about(solve, case):
     w, cases = _captured_cases()
     func, kwargs, where = cases[case]
+    if case == 4:  # the module-level tensor
+        w = GLOBAL_RATE
+        w.grad = None
     with pytest.warns(
         AdjointParamsWarning, match=rf"^{solve.__name__}: .*{where}.*adjoint_params="
     ) as record:
