@@ -29,8 +29,10 @@ ITERATIONS = 9  # 3 epochs of the smoke profile's 3 batches
 # How far 2 processes' losses may drift from 1 process's: float32 rounding of the sharded convolutions
 # (batch 16 vs 32) and of DDP's gradient average grows over the SGD steps, by how much depends on the CPU's
 # kernels and on the learning rate (over 9 iterations at lr 0.1: 2e-6 on one machine, 3.8e-5 and, after a
-# change in the RK step's summation order, 1.8e-3 on another; at lr 0.01, used here: 1.5e-5).
-LOSS_TOLERANCE = 1e-4
+# change in the RK step's summation order, 1.8e-3 on another; at lr 0.01, used here: at most 1.5e-5 per
+# iteration and 5.3e-6 in the epoch means).
+LOSS_TOLERANCE = 1e-4  # per iteration
+EPOCH_LOSS_TOLERANCE = 1e-5  # an epoch's mean loss
 
 
 def test_shard_bounds_cover_the_batch_once():
@@ -128,7 +130,7 @@ def test_two_gloo_processes_follow_the_single_process_loss_trajectory(tmp_path, 
     result_two = json.loads((two / "result.json").read_text())
     assert result_one["world_size"] == 1 and result_two["world_size"] == 2
     for row_one, row_two in zip(result_one["history"], result_two["history"], strict=True):
-        assert row_two["train_loss"] == pytest.approx(row_one["train_loss"], abs=LOSS_TOLERANCE)
+        assert row_two["train_loss"] == pytest.approx(row_one["train_loss"], abs=EPOCH_LOSS_TOLERANCE)
         assert row_two["train_error"] == pytest.approx(row_one["train_error"], abs=1e-9)
         assert row_two["test_error"] == pytest.approx(row_one["test_error"], abs=1e-9)
         # rk4 on a fixed grid: the same NFE on every rank, forward and adjoint
@@ -189,7 +191,7 @@ def test_killed_two_process_run_resumes_on_every_rank(tmp_path, data_dir, one_pr
     expected = json.loads((one_process / "result.json").read_text())
     assert 1 <= result["resumed_from_epoch"] <= 2
     for row, want in zip(result["history"], expected["history"], strict=True):
-        assert row["train_loss"] == pytest.approx(want["train_loss"], abs=LOSS_TOLERANCE)
+        assert row["train_loss"] == pytest.approx(want["train_loss"], abs=EPOCH_LOSS_TOLERANCE)
         assert row["test_error"] == pytest.approx(want["test_error"], abs=1e-9)
 
 
