@@ -86,8 +86,6 @@ def check_tolerance(value: Any, name: str, layout: StateLayout | None = None) ->
     tensor y0, a tensor broadcastable to y0's shape. Entries are finite and >= 0 (use 1e20 to leave a
     member out of the error control) and are clamped to the dtype's largest value.
     """
-    if isinstance(value, Tensor) and value.requires_grad:
-        raise ValueError(f"{name} requires grad: tolerances are not differentiable; pass {name}.detach()")
     per_component = isinstance(value, list | tuple) or (
         isinstance(value, Tensor | np.ndarray)
         and (value.numel() if isinstance(value, Tensor) else value.size) != 1
@@ -156,6 +154,8 @@ def _per_element(value: Any, name: str, layout: StateLayout) -> Tensor:
             f"{shape}"
         )
     tensor = torch.as_tensor(value)
+    if tensor.requires_grad:
+        raise ValueError(f"{name} requires grad: tolerances are not differentiable; pass {name}.detach()")
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise TypeError(f"{name} must be a real tensor, got dtype {tensor.dtype}")
     try:

@@ -103,17 +103,27 @@ def rk_step(
     of func must see the function's value from inside the step.
     """
     s = dtab.num_stages
+    # An FSAL tableau's last stage input is the step's result: formed by _increment (one rounding of y);
+    # the other stage inputs only perturb f's argument, and one addmv each is cheapest.
+    result_stage = s - 1 if dtab.fsal else -1
     yi = y
     if buffer is not None:
         K, rows, prefix_t, a, c = buffer.stages, buffer.rows, buffer.prefix_t, dtab.a, dtab.c
         rows[0].copy_(f0)
         for i in range(1, s):
-            yi = _stage_input(y, prefix_t[i], a[i], dt, last=dtab.fsal and i == s - 1)
+            if i == result_stage:
+                yi = _increment(y, prefix_t[i], a[i], dt)
+            else:
+                yi = torch.addmv(y, prefix_t[i], a[i], alpha=dt)
             rows[i].copy_(func(t + c[i] * dt, yi, _perturbation(c[i], dt, perturb_start, perturb_end)))
     else:
         ks = [f0]
         for i in range(1, s):
-            yi = _stage_input(y, torch.stack(ks, dim=1), dtab.a[i], dt, last=dtab.fsal and i == s - 1)
+            previous = torch.stack(ks, dim=1)
+            if i == result_stage:
+                yi = _increment(y, previous, dtab.a[i], dt)
+            else:
+                yi = torch.addmv(y, previous, dtab.a[i], alpha=dt)
             ks.append(func(t + dtab.c[i] * dt, yi, _perturbation(dtab.c[i], dt, perturb_start, perturb_end)))
         K = torch.stack(ks)
     y1 = yi if dtab.fsal else _increment(y, K.t(), dtab.b, dt)
@@ -129,14 +139,6 @@ def _increment(y: Tensor, stages_t: Tensor, weights: Tensor, dt: float) -> Tenso
     of y per step instead of 0.1, and an event time by a relative 4e-3.
     """
     return y.add(torch.mv(stages_t, weights), alpha=dt)
-
-
-def _stage_input(y: Tensor, stages_t: Tensor, weights: Tensor, dt: float, last: bool) -> Tensor:
-    """A stage's input; the last one of an FSAL tableau is the step's result, formed without the
-    per-stage rounding of ``addmv`` (see ``_increment``). The others perturb only f's argument."""
-    if last:
-        return _increment(y, stages_t, weights, dt)
-    return torch.addmv(y, stages_t, weights, alpha=dt)
 
 
 def dense_stages(
