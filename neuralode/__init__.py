@@ -15,8 +15,12 @@ from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
 from .errors import ToleranceWarning as ToleranceWarning
 from .event_api import odeint_event as odeint_event
+from .gradients import Adjoint as Adjoint
+from .gradients import Checkpointed as Checkpointed
+from .gradients import Direct as Direct
 from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
+from .solver_config import SolverConfig as SolverConfig
 from .solvers import SOLVERS as SOLVERS
 from .stats import SolverCounts as SolverCounts
 from .stats import SolveStats as SolveStats
@@ -24,6 +28,9 @@ from .stats import SolveStats as SolveStats
 __version__ = "0.1.0"
 __all__ = [
     "SOLVERS",
+    "Adjoint",
+    "Checkpointed",
+    "Direct",
     "AdjointParamsWarning",
     "EventNotFoundError",
     "MaxStepsExceededError",
@@ -31,6 +38,7 @@ __all__ = [
     "NonFiniteStateError",
     "ODEBlock",
     "SolveStats",
+    "SolverConfig",
     "SolverCounts",
     "SolverError",
     "StepSizeUnderflowError",

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..adjoint import odeint_adjoint
 from ..odeint import odeint
-from ..solver_settings import check_solver_settings
+from ..solver_config import check_solver_settings
 from ..stats import SolveStats
 from .base import check_points, check_positive_int, standard_normal_logprob
 from .trace import NOISE_KINDS, exact_trace, hutchinson_trace, sample_noise

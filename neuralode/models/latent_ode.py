@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..adjoint import odeint_adjoint
 from ..odeint import odeint
-from ..solver_settings import check_solver_settings
+from ..solver_config import check_solver_settings
 from ..stats import SolveStats
 
 

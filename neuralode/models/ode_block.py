@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from ..adjoint import odeint_adjoint
 from ..checks import check_t
 from ..odeint import odeint
-from ..solver_settings import check_solver_settings
+from ..solver_config import check_solver_settings
 from ..stats import SolveStats
 
 
