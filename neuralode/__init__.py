@@ -14,7 +14,7 @@ from .errors import NonFiniteStateError as NonFiniteStateError
 from .errors import SolverError as SolverError
 from .errors import StepSizeUnderflowError as StepSizeUnderflowError
 from .errors import ToleranceWarning as ToleranceWarning
-from .event_api import odeint_event as odeint_event
+from .events import odeint_event as odeint_event
 from .gradients import Adjoint as Adjoint
 from .gradients import Checkpointed as Checkpointed
 from .gradients import Direct as Direct

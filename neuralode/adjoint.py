@@ -15,18 +15,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .callbacks import StepCallbacks, make_callbacks
-from .captured import warn_uncaptured
-from .checks import ToleranceArg, backward_tolerances, check_adjoint_params, make_solver, prepare
+from ._setup.callbacks import StepCallbacks, make_callbacks
+from ._setup.captured import warn_uncaptured
+from ._setup.event_function import attach_event_gradient
+from ._setup.flat_func import FlatFunc
+from ._setup.layout import StateLayout, UserState, time_tensor
+from ._setup.norms import RMSNorm, UserNorm
+from ._setup.precision import AutocastSetting, solver_precision
+from ._setup.validation import ToleranceArg, backward_tolerances, check_adjoint_params, make_solver, prepare
 from .errors import SolverError
-from .events import attach_event_gradient
-from .norms import RMSNorm, UserNorm
-from .precision import AutocastSetting, solver_precision
 from .solvers import FlatProblem, Solver
 from .solvers.base import StepHint
 from .solvers.fixed_grid import check_grid, check_grid_length
 from .solvers.options import resolve_max_num_steps
-from .state import FlatFunc, StateLayout, UserState, time_tensor
 from .stats import SolverCounts, SolveStats
 
 

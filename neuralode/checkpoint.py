@@ -19,14 +19,15 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .captured import warn_uncaptured
-from .checks import PreparedSolve, ToleranceArg, check_adjoint_params, prepare
-from .precision import AutocastSetting, solver_precision
+from ._setup.captured import warn_uncaptured
+from ._setup.flat_func import FlatFunc
+from ._setup.layout import StateLayout, UserState
+from ._setup.precision import AutocastSetting, solver_precision
+from ._setup.validation import PreparedSolve, ToleranceArg, check_adjoint_params, prepare
 from .solvers import AdaptiveRKSolver, FixedGridSolver, FlatProblem, Solver
 from .solvers.base import StepTrace
 from .solvers.fixed_grid import GridStep
 from .solvers.runge_kutta import DeviceTableau, rk_step
-from .state import FlatFunc, StateLayout, UserState
 from .stats import SolverCounts, SolveStats
 
 SUPPORTED = (

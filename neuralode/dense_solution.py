@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import ToleranceArg, prepare
-from .precision import solver_precision
+from ._setup.layout import StateLayout, UserState
+from ._setup.precision import solver_precision
+from ._setup.validation import ToleranceArg, prepare
 from .solvers import AdaptiveRKSolver
 from .solvers.runge_kutta import DeviceTableau
-from .state import StateLayout, UserState
 from .stats import SolverCounts
 
 DenseOutputFn = Callable[[Tensor], UserState]

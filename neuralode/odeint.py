@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import PreparedSolve, ToleranceArg, prepare
-from .events import attach_event_gradient
-from .precision import solver_precision
-from .state import UserState
+from ._setup.event_function import attach_event_gradient
+from ._setup.layout import UserState
+from ._setup.precision import solver_precision
+from ._setup.validation import PreparedSolve, ToleranceArg, prepare
 from .stats import SolverCounts, SolveStats
 
 

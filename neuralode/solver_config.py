@@ -142,7 +142,7 @@ def check_solver_settings(
     The adjoint's backward settings are checked when given. The raised error's ``argument`` attribute
     names the failing setting: "method", "rtol", "atol", "options", "adjoint_method" or "adjoint_options".
     """
-    from .checks import check_tolerance, make_solver, solve_tolerances
+    from ._setup.validation import check_tolerance, make_solver, solve_tolerances
 
     rtol_f = _check("rtol", check_tolerance, rtol, "rtol")
     atol_f = _check("atol", check_tolerance, atol, "atol")
@@ -182,7 +182,7 @@ def check_solver_config(config: SolverConfig) -> None:
 
 
 def _tolerance(value: Any, name: str) -> Any:
-    from .checks import check_tolerance
+    from ._setup.validation import check_tolerance
 
     return check_tolerance(value, name)
 

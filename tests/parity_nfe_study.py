@@ -18,7 +18,7 @@ import torchdiffeq
 
 import neuralode
 import neuralode.solvers.adaptive as adaptive
-import neuralode.solvers.step_size as step_size
+import neuralode.solvers.controllers as step_size
 
 ORIGINAL_RUN = adaptive.AdaptiveRKSolver._run
 ORIGINAL_NEXT = step_size.IntegralController.next_step

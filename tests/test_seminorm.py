@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neuralode
-from neuralode.norms import RMSNorm
+from neuralode._setup.norms import RMSNorm
 from neuralode.solvers import SOLVERS
 from neuralode.solvers.adaptive import AdaptiveRKSolver
 from neuralode.solvers.runge_kutta import DeviceTableau

@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from neuralode import SolveStats, ToleranceWarning, odeint, odeint_adjoint, odeint_checkpoint, odeint_dense
-from neuralode.checks import backward_tolerances, check_tolerance, check_y0, make_solver, rtol_floor
+from neuralode._setup.validation import (
+    backward_tolerances,
+    check_tolerance,
+    check_y0,
+    make_solver,
+    rtol_floor,
+)
 
 F64 = torch.float64
 T = torch.tensor([0.0, 0.5, 1.0], dtype=F64)

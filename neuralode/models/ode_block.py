@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._setup.validation import check_t
 from ..adjoint import odeint_adjoint
-from ..checks import check_t
 from ..odeint import odeint
 from ..solver_config import check_solver_settings
 from ..stats import SolveStats

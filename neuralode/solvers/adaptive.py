@@ -13,11 +13,11 @@ import torch
 from torch import Tensor
 
 from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError, event_not_found
-from ..events import bisect
 from .base import FlatProblem, Solver
+from .controllers import IntegralController, PIController, initial_step
+from .event_search import bisect
 from .options import AdaptiveOptions, resolve_max_num_steps
 from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
-from .step_size import IntegralController, PIController, initial_step
 
 _MAX_NONFINITE_RETRIES = 8  # each retry shrinks the step tenfold
 

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from ..errors import NonFiniteStateError, event_not_found
-from ..events import bisect
 from .base import FlatProblem, Solver
+from .event_search import bisect
 from .options import FixedGridOptions, resolve_max_num_steps
 from .runge_kutta import DeviceTableau, rk_step, stage_buffer
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._setup.flat_func import FlatFunc
 from ..errors import MaxStepsExceededError, NonFiniteStateError, SolverError, event_not_found
-from ..events import bisect
-from ..state import FlatFunc
 from .base import FlatProblem, Solver
+from .event_search import bisect
 from .implicit import jacobian
 from .options import ScipyOptions, resolve_max_num_steps
 

@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import ToleranceWarning
+from ..solvers import DEFAULT_METHOD, SOLVERS, FlatProblem, Solver
+from ..solvers.options import AdaptiveOptions, ScipyOptions
+from ..stats import SolverCounts
 from .callbacks import make_callbacks
-from .errors import ToleranceWarning
-from .events import EventFunction
+from .event_function import EventFunction
+from .flat_func import FlatFunc
+from .layout import StateLayout, UserState
 from .norms import RMSNorm, UserNorm
 from .precision import AutocastSetting, capture_autocast
-from .solvers import DEFAULT_METHOD, SOLVERS, FlatProblem, Solver
-from .solvers.options import AdaptiveOptions, ScipyOptions
-from .state import FlatFunc, StateLayout, UserState
-from .stats import SolverCounts
 
 
 def check_func(func: Any) -> None:

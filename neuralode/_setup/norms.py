@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .state import StateLayout
+from .layout import StateLayout
 
 
 class RMSNorm:

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .errors import AdjointParamsWarning
+from ..errors import AdjointParamsWarning
 
 
 def _function_closure(fn: Any) -> Iterator[tuple[str, Any]]:
