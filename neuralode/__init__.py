@@ -3,8 +3,6 @@
 Call-compatible with torchdiffeq's ``odeint``/``odeint_adjoint``; solve statistics come back as data.
 """
 
-from .adjoint import odeint_adjoint as odeint_adjoint
-from .checkpoint import odeint_checkpoint as odeint_checkpoint
 from .dense_solution import odeint_dense as odeint_dense
 from .errors import AdjointParamsWarning as AdjointParamsWarning
 from .errors import EventNotFoundError as EventNotFoundError
@@ -20,26 +18,28 @@ from .gradients import Checkpointed as Checkpointed
 from .gradients import Direct as Direct
 from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
+from .odeint import odeint_adjoint as odeint_adjoint
+from .odeint import odeint_checkpoint as odeint_checkpoint
 from .solver_config import SolverConfig as SolverConfig
 from .solvers import SOLVERS as SOLVERS
-from .stats import SolverCounts as SolverCounts
+from .stats import PassCounts as PassCounts
 from .stats import SolveStats as SolveStats
 
 __version__ = "0.1.0"
 __all__ = [
     "SOLVERS",
     "Adjoint",
+    "AdjointParamsWarning",
     "Checkpointed",
     "Direct",
-    "AdjointParamsWarning",
     "EventNotFoundError",
     "MaxStepsExceededError",
     "NewtonConvergenceError",
     "NonFiniteStateError",
     "ODEBlock",
+    "PassCounts",
     "SolveStats",
     "SolverConfig",
-    "SolverCounts",
     "SolverError",
     "StepSizeUnderflowError",
     "ToleranceWarning",

@@ -18,17 +18,17 @@ from torch import Tensor
 
 from ._setup.layout import StateLayout, UserState
 from ._setup.precision import solver_precision
-from ._setup.validation import ToleranceArg, prepare
+from ._setup.prepare import prepare
+from ._setup.tolerances import ToleranceArg
 from .solvers import AdaptiveRKSolver
 from .solvers.runge_kutta import DeviceTableau
-from .stats import SolverCounts
 
 DenseOutputFn = Callable[[Tensor], UserState]
 
 
 @dataclasses.dataclass
 class DenseRecord:
-    """The accepted steps of one solve (FlatProblem.dense): t, dt, y at the start, interpolant stages."""
+    """The accepted steps of one solve (StepObserver.dense): t, dt, y at the start, interpolant stages."""
 
     starts: list[float] = dataclasses.field(default_factory=list)
     sizes: list[float] = dataclasses.field(default_factory=list)
@@ -68,8 +68,7 @@ def odeint_dense(
             t0 == t1, or (from ``dense_output_fn``) a time outside [t0, t1].
     """
     t = torch.stack([_time(t0, "t0"), _time(t1, "t1")])
-    counts = SolverCounts()
-    prepared = prepare(func, y0, t, rtol, atol, method, options, None, counts)
+    prepared = prepare(func, y0, t, rtol, atol, method, options, None)
     if not isinstance(prepared.solver, AdaptiveRKSolver):
         raise ValueError(
             f"odeint_dense needs an adaptive Runge-Kutta method (dopri5, tsit5, dopri8, bosh3, fehlberg2, "
@@ -78,7 +77,7 @@ def odeint_dense(
         )
     record = DenseRecord()
     with solver_precision(prepared.autocast):
-        prepared.solver.integrate(dataclasses.replace(prepared.problem, dense=record))
+        prepared.integrate(prepared.problem.y0, prepared.observer(dense=record))
     span = prepared.problem.times
     return _DenseSolution(record, prepared.layout, span[0], span[-1])
 

@@ -1,19 +1,20 @@
-"""``odeint``: solve dy/dt = func(t, y) and return y at every requested time (backprop through the solver)."""
+"""The front doors, with torchdiffeq's signatures: ``odeint`` (backprop through the solver),
+``odeint_adjoint`` (the adjoint method) and ``odeint_checkpoint`` (checkpointed replay). Each is
+:func:`neuralode.solve` with one gradient strategy, its solution unpacked."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ._setup.event_function import attach_event_gradient
 from ._setup.layout import UserState
-from ._setup.precision import solver_precision
-from ._setup.validation import PreparedSolve, ToleranceArg, prepare
-from .stats import SolverCounts, SolveStats
+from ._setup.tolerances import ToleranceArg
+from .gradients import Adjoint, Checkpointed, Direct
+from .solution import Solution
+from .solve import solve
+from .stats import SolveStats
 
 
 def odeint(
@@ -55,62 +56,133 @@ def odeint(
         TypeError, ValueError: bad arguments, before any work.
         MaxStepsExceededError, StepSizeUnderflowError, NonFiniteStateError: during the solve.
     """
-    counts = SolverCounts()
-    if stats is not None:
-        stats.backward = SolverCounts()  # no backward pass belongs to this call
-    prepared = prepare(func, y0, t, rtol, atol, method, options, event_fn, counts)
-    with solver_precision(prepared.autocast):
-        return _solve(prepared, t, counts, stats)
-
-
-def _solve(prepared: PreparedSolve, t: Tensor, counts: SolverCounts, stats: SolveStats | None) -> UserState:
-    """The validated solve of :func:`odeint` (an event search, or the output times)."""
-    problem, layout = prepared.problem, prepared.layout
-    y0_flat = problem.y0
-    if prepared.event is not None:
-        if t.requires_grad and torch.is_grad_enabled():  # t0 enters as a perturbation of y0 (see below)
-            with torch.no_grad():
-                f_start = problem.func(problem.times[0], y0_flat)
-            shift = (t[0] - t[0].detach()).to(y0_flat.dtype)
-            problem = dataclasses.replace(problem, y0=y0_flat - shift * f_start)
-        tau, y_tau, k = prepared.solver.integrate_until_event(problem, prepared.event)
-        tau_t, y_out = attach_event_gradient(problem.func, prepared.event, tau, y_tau, k)
-        if stats is not None:
-            stats.forward = counts
-        return tau_t.to(t.dtype), layout.unflatten(torch.stack([y0_flat, y_out]))
-    if len(problem.times) == 1:
-        ys = y0_flat.unsqueeze(0)
-    elif t.requires_grad and torch.is_grad_enabled():
-        ys = _solve_with_time_gradient(prepared, t)
-    else:
-        ys = prepared.solver.integrate(problem)
-    if stats is not None:
-        stats.forward = counts
-    return layout.unflatten(ys)
-
-
-def _solve_with_time_gradient(prepared, t: Tensor) -> Tensor:
-    """Solve so that autograd also gives dL/dt, from the exact sensitivities of the flow.
-
-    y(t_i) depends on t_i through dy/dt_i = f(t_i, y_i), and on t_0 like a perturbation of y0 by
-    -f(t_0, y_0) dt_0. Both are attached as zero-valued terms whose gradients are those formulas,
-    costing one extra evaluation per output time; the values are unchanged.
-    """
-    problem = prepared.problem
-    func, times, y0 = problem.func, problem.times, problem.y0
-    dtype = y0.dtype
-    with torch.no_grad():
-        # with options["perturb"], f is taken from inside the solve's span, never at the output time
-        side = (
-            (1.0 if times[-1] > times[0] else -1.0)
-            if getattr(prepared.solver.options, "perturb", False)
-            else 0.0
+    return _unpack(
+        solve(
+            func,
+            y0,
+            t,
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options=options,
+            event_fn=event_fn,
+            gradient=Direct(),
+            stats=stats,
         )
-        f_start = func(times[0], y0, side)
-    shift = (t - t.detach()).to(dtype)  # zero, with gradient 1 with respect to t
-    y0_moved = y0 - shift[0] * f_start
-    problem_moved = dataclasses.replace(problem, y0=y0_moved)
-    ys = prepared.solver.integrate(problem_moved)
-    with torch.no_grad():
-        f_out = torch.stack([func(times[i], ys[i], -side) for i in range(1, len(times))])
-    return torch.cat([y0.unsqueeze(0), ys[1:] + shift[1:, None] * f_out])
+    )
+
+
+def odeint_adjoint(
+    func: Callable[[Tensor, UserState], UserState],
+    y0: UserState,
+    t: Tensor,
+    *,
+    rtol: ToleranceArg = 1e-7,
+    atol: ToleranceArg = 1e-9,
+    method: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    event_fn: Callable | None = None,
+    adjoint_rtol: ToleranceArg | None = None,
+    adjoint_atol: ToleranceArg | None = None,
+    adjoint_method: str | None = None,
+    adjoint_options: Mapping[str, Any] | None = None,
+    adjoint_params: Sequence[Tensor] | None = None,
+    stats: SolveStats | None = None,
+) -> UserState:
+    """Like :func:`odeint`, with gradients from the adjoint method in O(1) memory in the steps.
+
+    Args:
+        adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: the backward solve's settings;
+            each defaults to the forward one (options without "norm"). The tolerances take the forms
+            of ``rtol``/``atol`` (per member of y0 or per element): those entries apply to the state
+            and to its adjoint dL/dy, and the parameter integrals take the smallest entry.
+            ``adjoint_options={"norm": "seminorm"}`` controls the error on the state and adjoint only,
+            not on the parameter integrals: fewer backward steps, same gradients to tolerance.
+        adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
+            Required (use ``()`` if there are none) when func is not an ``nn.Module``.
+        stats: a :class:`SolveStats`; ``forward`` is set now, ``backward`` when backward runs.
+
+    Other arguments, the return value and the errors are those of :func:`odeint`. Gradients with
+    respect to y0, every parameter (zero if unused) and every entry of t are returned.
+    """
+    gradient = Adjoint(rtol=adjoint_rtol, atol=adjoint_atol, method=adjoint_method, options=adjoint_options)
+    return _unpack(
+        solve(
+            func,
+            y0,
+            t,
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options=options,
+            event_fn=event_fn,
+            gradient=gradient,
+            params=adjoint_params,
+            stats=stats,
+        )
+    )
+
+
+def odeint_checkpoint(
+    func: Callable[[Tensor, UserState], UserState],
+    y0: UserState,
+    t: Tensor,
+    *,
+    rtol: ToleranceArg = 1e-7,
+    atol: ToleranceArg = 1e-9,
+    method: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    event_fn: Callable | None = None,
+    checkpoint_every: int = 1,
+    adjoint_params: Sequence[Tensor] | None = None,
+    stats: SolveStats | None = None,
+) -> UserState:
+    """Like :func:`odeint`, with the gradients of direct backprop in memory O(checkpoints).
+
+    Use it instead of :func:`odeint_adjoint` when the gradient must be that of the discrete solve
+    (no reconstruction error of the state backwards in time, no backward tolerances), and instead
+    of :func:`odeint` when the graph of every step does not fit in memory.
+
+    Args:
+        checkpoint_every: store the state every this many accepted steps (a positive int). Memory:
+            ceil(steps / checkpoint_every) states plus the graph of checkpoint_every steps; the
+            backward pass re-evaluates func about as often as the forward pass did.
+        adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
+            Required (use ``()`` if there are none) when func is not an ``nn.Module``.
+        event_fn: not supported (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
+        stats: a :class:`SolveStats`; ``forward`` is set now (``n_checkpoints``: states stored),
+            ``backward`` (the replay's evaluations) when backward runs.
+
+    Other arguments, the return value and the errors are those of :func:`odeint`; gradients with
+    respect to y0, the parameters and t (the formulas :func:`odeint` uses) are returned.
+
+    Raises:
+        ValueError: also for a method or option whose steps cannot be replayed exactly: supported are
+            the explicit adaptive Runge-Kutta family (without ``jump_t``) and explicit fixed-grid RK.
+    """
+    gradient = Checkpointed(every=checkpoint_every)
+    if event_fn is not None:
+        raise ValueError(
+            "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event handling"
+        )
+    return _unpack(
+        solve(
+            func,
+            y0,
+            t,
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options=options,
+            gradient=gradient,
+            params=adjoint_params,
+            stats=stats,
+        )
+    )
+
+
+def _unpack(solution: Solution) -> UserState | tuple[Tensor, UserState]:
+    """What torchdiffeq's functions return: the states, or ``(event_t, states)`` after an event."""
+    if solution.event_t is not None:
+        return solution.event_t, solution.ys
+    return solution.ys

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .gradients import Adjoint, Checkpointed, Direct, Gradient, gradient_from_name
+from .solve import solve
 from .stats import SolveStats
 
 
@@ -36,7 +37,9 @@ class SolverConfig:
     def __post_init__(self) -> None:
         if self.options is not None:
             if not isinstance(self.options, Mapping):
-                raise TypeError(f"options must be a dict of method options or None, got {type(self.options).__name__}")
+                raise TypeError(
+                    f"options must be a dict of method options or None, got {type(self.options).__name__}"
+                )
             object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         if not isinstance(self.gradient, Direct | Adjoint | Checkpointed):
             raise TypeError(
@@ -81,22 +84,10 @@ class SolverConfig:
     ) -> Tensor | tuple[Tensor, ...]:
         """y at every time in ``t``, differentiable by this config's gradient strategy. ``params``: the
         tensors an adjoint or checkpointed gradient is taken for (default ``func.parameters()``)."""
-        from .adjoint import odeint_adjoint  # the public front doors
-        from .checkpoint import odeint_checkpoint
-        from .odeint import odeint
-
-        common = {"rtol": self.rtol, "atol": self.atol, "method": self.method, "options": self.options}
-        gradient = self.gradient
-        if isinstance(gradient, Direct):
-            return odeint(func, y0, t, stats=stats, **common)
-        if isinstance(gradient, Checkpointed):
-            return odeint_checkpoint(
-                func, y0, t, checkpoint_every=gradient.every, adjoint_params=params, stats=stats, **common
-            )
-        return odeint_adjoint(
-            func, y0, t, adjoint_rtol=gradient.rtol, adjoint_atol=gradient.atol, adjoint_method=gradient.method,
-            adjoint_options=gradient.options, adjoint_params=params, stats=stats, **common,
-        )  # fmt: skip
+        return solve(
+            func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=self.options,
+            gradient=self.gradient, params=params, stats=stats,
+        ).ys
 
     def describe(self) -> str:
         """A one-line summary for a model's repr and run logs."""
@@ -142,7 +133,8 @@ def check_solver_settings(
     The adjoint's backward settings are checked when given. The raised error's ``argument`` attribute
     names the failing setting: "method", "rtol", "atol", "options", "adjoint_method" or "adjoint_options".
     """
-    from ._setup.validation import check_tolerance, make_solver, solve_tolerances
+    from ._setup.tolerances import check_tolerance, solve_tolerances
+    from ._setup.validation import make_solver
 
     rtol_f = _check("rtol", check_tolerance, rtol, "rtol")
     atol_f = _check("atol", check_tolerance, atol, "atol")
@@ -182,7 +174,7 @@ def check_solver_config(config: SolverConfig) -> None:
 
 
 def _tolerance(value: Any, name: str) -> Any:
-    from ._setup.validation import check_tolerance
+    from ._setup.tolerances import check_tolerance
 
     return check_tolerance(value, name)
 

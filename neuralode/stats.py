@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class SolverCounts:
-    """Counts of one solve (or of all interval solves of one adjoint backward pass)."""
+class PassCounts:
+    """Counts of one pass: a forward solve, or a backward pass (all interval solves of the adjoint,
+    all replayed pieces of a checkpointed gradient)."""
 
     nfe: int = 0  # calls of the user's func
     n_steps: int = 0  # attempted steps, accepted + rejected
@@ -19,8 +20,8 @@ class SolverCounts:
     n_rejected: int = 0
     n_checkpoints: int = 0  # states stored for the backward pass (odeint_checkpoint's forward)
 
-    def add(self, other: SolverCounts) -> None:
-        """Add another solve's counts to these (used to total the adjoint's interval solves)."""
+    def add(self, other: PassCounts) -> None:
+        """Add another part of the same pass (a backward pass's time gradient and its solves)."""
         self.nfe += other.nfe
         self.n_steps += other.n_steps
         self.n_accepted += other.n_accepted
@@ -32,8 +33,8 @@ class SolverCounts:
 class SolveStats:
     """Forward and backward statistics of the last call it was passed to."""
 
-    forward: SolverCounts = field(default_factory=SolverCounts)
-    backward: SolverCounts = field(default_factory=SolverCounts)
+    forward: PassCounts = field(default_factory=PassCounts)
+    backward: PassCounts = field(default_factory=PassCounts)
 
     @property
     def nfe_forward(self) -> int:

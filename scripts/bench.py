@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import neuralode  # noqa: E402
-import neuralode.adjoint  # noqa: E402
+import neuralode.gradients.adjoint  # noqa: E402
 from neuralode.models.mnist import ConvODEFunc  # noqa: E402
 from neuralode.training.monitor import current_rss_mb, peak_rss_mb, reset_peak_rss  # noqa: E402
 from neuralode.training.reproducibility import git_commit  # noqa: E402

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neuralode import SolveStats, ToleranceWarning, odeint, odeint_adjoint
-from neuralode._setup.validation import check_tolerance, rtol_floor
+from neuralode._setup.tolerances import check_tolerance, rtol_floor
 
 from .conftest import ADAMS_METHODS, ADAPTIVE_METHODS, ALL_FIXED_METHODS, FIXED_METHODS, IMPLICIT_METHODS
 

@@ -16,13 +16,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from neuralode import SolveStats, ToleranceWarning, odeint, odeint_adjoint, odeint_checkpoint, odeint_dense
-from neuralode._setup.validation import (
-    backward_tolerances,
-    check_tolerance,
-    check_y0,
-    make_solver,
-    rtol_floor,
-)
+from neuralode._setup.tolerances import backward_tolerances, check_tolerance, rtol_floor
+from neuralode._setup.validation import check_y0, make_solver
 
 F64 = torch.float64
 T = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
@@ -168,7 +163,8 @@ def test_per_element_tensor_tolerance_matches_torchdiffeq(method, shape, seed):
 @given(method=st.sampled_from(["dopri5", "bosh3", "tsit5", "dopri8", "fehlberg2"]), exp=st.integers(3, 10))
 def test_huge_tolerance_leaves_a_member_out_of_step_control(method, exp):
     """(z, logp, reg) with reg at 1e20 takes exactly the steps of (z, logp) alone, since reg never feeds
-    back: z and logp are bitwise those of the smaller solve."""
+    back: z and logp are those of the smaller solve, to a few ulps (the dense output is a matrix
+    product whose blocking in BLAS depends on the state's length: measured 5.6e-16 relative, 3 ulps, for dopri8)."""
     tol = 10.0**-exp
     with_reg, without = SolveStats(), SolveStats()
     y0 = state(nreg=1)
@@ -179,7 +175,7 @@ def test_huge_tolerance_leaves_a_member_out_of_step_control(method, exp):
         ref = odeint(Field(), y0[:2], T, rtol=tol, atol=tol, method=method, stats=without)
     assert with_reg.forward.n_steps == without.forward.n_steps
     assert with_reg.forward.n_rejected == without.forward.n_rejected
-    torch.testing.assert_close(ys[:2], ref, rtol=0, atol=0)
+    torch.testing.assert_close(ys[:2], ref, rtol=1e-15, atol=0)  # a few ulps
 
 
 def test_uniform_list_is_the_scalar_fast_path():
@@ -270,7 +266,7 @@ def test_both_zero_at_one_member_is_refused_naming_it():
         )
     # the parameter integrals take the smallest rtol and the smallest atol: here both 0
     p = torch.ones(1, dtype=F64, requires_grad=True)
-    with pytest.raises(ValueError, match=r"^rtol and atol are both 0 for the parameter and time integrals"):
+    with pytest.raises(ValueError, match=r"^rtol and atol are both 0 for the parameter integrals"):
         odeint_adjoint(_never, TUPLE_Y0, T, rtol=[0.0, 1e-3], atol=[1e-6, 0.0], adjoint_params=(p,))
     # fixed-grid methods ignore them
     ys = odeint(lambda t, y: (-y[0], y[1]), TUPLE_Y0, T, rtol=[0.0, 0.0], atol=[0.0, 1.0], method="rk4")
@@ -300,10 +296,10 @@ def test_backward_tolerances_per_element_for_y_and_a_smallest_for_the_integrals(
     layout, solver = check_y0(y0), make_solver("dopri5", None)
     rtol, atol = backward_tolerances(solver, layout, [1e-5, 1e-6, 1e20], 1e-8, None, None, [4, 2])
     per_y = torch.tensor([1e-5] * 6 + [1e-6] * 3 + [1e20] * 3, dtype=F64)
-    torch.testing.assert_close(rtol, torch.cat([per_y, per_y, torch.full((7,), 1e-6, dtype=F64)]))
+    torch.testing.assert_close(rtol, torch.cat([per_y, per_y, torch.full((6,), 1e-6, dtype=F64)]))
     assert atol == 1e-8
     rtol, atol = backward_tolerances(solver, layout, 1e-5, 1e-6, 1e-4, [1e-3, 1e-4, 1e20], [4])
-    assert rtol == 1e-4 and atol.shape == (2 * 12 + 4 + 1,) and float(atol[-5:].max()) == 1e-4
+    assert rtol == 1e-4 and atol.shape == (2 * 12 + 4,) and float(atol[-4:].max()) == 1e-4
 
 
 @pytest.mark.parametrize("method", ["dopri5", "bosh3", "tsit5"])

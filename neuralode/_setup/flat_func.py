@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..stats import SolverCounts
+from ..stats import PassCounts
 from .layout import StateLayout, time_tensor
 from .precision import AutocastSetting
 
@@ -24,7 +24,7 @@ class FlatFunc:
         self,
         func: Callable,
         layout: StateLayout,
-        counts: SolverCounts,
+        counts: PassCounts,
         autocast: AutocastSetting | None = None,
     ) -> None:
         self.func = func

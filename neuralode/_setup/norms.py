@@ -92,3 +92,25 @@ class UserNorm:
                 f"{self.name} returned {number!r} for a finite error: it must return a finite number >= 0"
             )
         return value.squeeze()  # 0-dim
+
+
+def build_norm(
+    option: Callable | str | None,
+    segments: tuple[int, ...],
+    layout: StateLayout,
+    arg: str = "options",
+    solved: tuple[int, ...] | None = None,
+) -> Callable[[Tensor], Tensor]:
+    """The error norm an ``options["norm"]`` asks for, over a flat state of tensors of ``segments``
+    sizes (``layout`` gives a user norm their structure): None or "rms" the max of per-tensor RMS
+    norms, "seminorm" the same over the ``solved`` tensors only (the adjoint's state and adjoint,
+    not its parameter integrals), a callable the user's norm."""
+    if option is None or option == "rms":
+        return RMSNorm(segments)
+    if option == "seminorm":
+        if solved is None:
+            raise ValueError(
+                "options['norm']='seminorm' only applies to the adjoint: put it in adjoint_options"
+            )
+        return RMSNorm(segments, use=solved)
+    return UserNorm(option, layout, arg)

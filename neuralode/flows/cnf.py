@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..adjoint import odeint_adjoint
-from ..odeint import odeint
+from ..odeint import odeint, odeint_adjoint
 from ..solver_config import check_solver_settings
 from ..stats import SolveStats
 from .base import check_points, check_positive_int, standard_normal_logprob

@@ -5,10 +5,10 @@
 - :class:`Checkpointed`: the gradients of direct backprop, re-running the recorded steps from checkpoints.
 """
 
-from .spec import Adjoint as Adjoint
-from .spec import Checkpointed as Checkpointed
-from .spec import Direct as Direct
-from .spec import Gradient as Gradient
-from .spec import gradient_from_name as gradient_from_name
+from .adjoint import Adjoint as Adjoint
+from .by_name import Gradient as Gradient
+from .by_name import gradient_from_name as gradient_from_name
+from .checkpointed import Checkpointed as Checkpointed
+from .direct import Direct as Direct
 
 __all__ = ["Adjoint", "Checkpointed", "Direct", "Gradient", "gradient_from_name"]

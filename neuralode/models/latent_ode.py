@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..adjoint import odeint_adjoint
-from ..odeint import odeint
+from ..odeint import odeint, odeint_adjoint
 from ..solver_config import check_solver_settings
 from ..stats import SolveStats
 

@@ -9,8 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._setup.validation import check_t
-from ..adjoint import odeint_adjoint
-from ..odeint import odeint
+from ..odeint import odeint, odeint_adjoint
 from ..solver_config import check_solver_settings
 from ..stats import SolveStats
 

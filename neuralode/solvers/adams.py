@@ -60,6 +60,7 @@ class AdamsSolver(FixedGridSolver):
 
     options_class: ClassVar[type] = AdamsOptions
     corrector: ClassVar[bool] = False
+    replayable: ClassVar[bool] = False  # a multistep history
 
     @property
     def order(self) -> int:

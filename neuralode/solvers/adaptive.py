@@ -14,8 +14,9 @@ from torch import Tensor
 
 from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError, event_not_found
 from .base import FlatProblem, Solver
-from .controllers import IntegralController, PIController, initial_step
+from .controllers import IntegralController, PIController
 from .event_search import bisect
+from .observer import StepObserver
 from .options import AdaptiveOptions, resolve_max_num_steps
 from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
 
@@ -43,23 +44,40 @@ class AdaptiveRKSolver(Solver):
         "callback_accept_step",
         "callback_reject_step",
     )
-    implicit: ClassVar[bool] = False
+    replayable: ClassVar[bool] = True
 
     @property
     def order(self) -> int:
         return self.tableau.order
 
-    def integrate(self, problem: FlatProblem) -> Tensor:
-        return self._run(problem, None)
+    def controller(self, carry: bool = False, clamp_end: bool = False) -> IntegralController:
+        """The error controller the options ask for (``controller``, ``safety``, ``first_step``, ...)."""
+        opts: AdaptiveOptions = self.options
+        controller_class = PIController if opts.controller == "pi" else IntegralController
+        k = self.tableau.embedded_order + 1
+        return controller_class(
+            k,
+            opts.safety,
+            opts.ifactor,
+            opts.dfactor,
+            first_step=opts.first_step,
+            carry=carry,
+            clamp_end=clamp_end,
+        )
 
-    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+    def integrate(self, problem: FlatProblem, observer: StepObserver, controller=None) -> Tensor:
+        return self._run(problem, observer, controller or self.controller(), None)
+
+    def integrate_until_event(
+        self, problem: FlatProblem, event, observer: StepObserver
+    ) -> tuple[float, Tensor, int]:
         """Step (without end) in the direction of times[0] -> times[1] until ``event`` crosses zero;
         return the event time, the state there (dense output) and the crossing component."""
-        return self._run(problem, event)
+        return self._run(problem, observer, self.controller(), event)
 
-    def _run(self, problem: FlatProblem, event):
+    def _run(self, problem: FlatProblem, observer: StepObserver, controller, event):
         opts: AdaptiveOptions = self.options
-        func, times, counts, callbacks = problem.func, problem.times, problem.counts, problem.callbacks
+        func, times = problem.func, problem.times
         y = problem.y0
         dtab = DeviceTableau(self.tableau, y.dtype, y.device)
         rtol, atol, norm = problem.rtol, problem.atol, problem.norm
@@ -73,25 +91,17 @@ class AdaptiveRKSolver(Solver):
             t_end = direction * math.inf
             times = [t, t_end]
             event.start(t, y)
-        k = self.tableau.embedded_order + 1
-        controller_class = PIController if opts.controller == "pi" else IntegralController
-        controller = controller_class(k, opts.safety, opts.ifactor, opts.dfactor)
         jumps = _stop_times(opts.jump_t, t, t_end, direction)
         stops = sorted(
             set(jumps) | set(_stop_times(opts.step_t, t, t_end, direction)), key=lambda v: direction * v
         )
         jump_set = set(jumps)
-        hint = problem.step_hint
-        if hint is not None and hint.clamp_end and event is None:
+        if controller.clamp_end and event is None:
             stops.append(t_end)  # the interval's end: an adjoint interval is stepped to exactly
+        checks_error = controller.checks_error
 
         f0 = func(t, y)
-        if opts.first_step is not None:
-            h = float(opts.first_step)
-        elif hint is not None and hint.h is not None:
-            h = hint.h
-        else:
-            h = initial_step(func, t, y, f0, direction, k - 1, rtol, atol, norm)
+        h = controller.first_step(func, t, y, f0, direction, rtol, atol, norm)
         buffer = stage_buffer(dtab, y)
         outputs: list[Tensor] = [y]
         next_out, n_out = 1, len(times)
@@ -103,7 +113,7 @@ class AdaptiveRKSolver(Solver):
         while next_out < n_out:
             h = min(max(h, opts.min_step), opts.max_step)
             h_wanted = h
-            t1 = t + direction * h
+            t1 = controller.step_end(t, h, direction)
             hit_stop = None
             if next_stop < len(stops) and direction * (t1 - stops[next_stop]) >= 0:
                 hit_stop = stops[next_stop]
@@ -138,19 +148,18 @@ class AdaptiveRKSolver(Solver):
                     t,
                 )
             attempts += 1
-            counts.n_steps += 1
-            if callbacks is not None and callbacks.step is not None:
-                callbacks.step(t, y, dt)
+            observer.attempt(t, y, dt)
 
             K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
-            y1_abs = y1.detach().abs() if y1.requires_grad else y1.abs()
-            K_t = buffer.stages_t if buffer is not None else K.t()
-            ratio = self._error_ratio(dtab, K_t, y_abs, y1_abs, abs(dt), rtol, atol, norm, homogeneous)
+            if checks_error:
+                y1_abs = y1.detach().abs() if y1.requires_grad else y1.abs()
+                K_t = buffer.stages_t if buffer is not None else K.t()
+                ratio = self._error_ratio(dtab, K_t, y_abs, y1_abs, abs(dt), rtol, atol, norm, homogeneous)
+            else:  # replayed steps were accepted when they were recorded
+                y1_abs, ratio = y_abs, 0.0
 
             if not math.isfinite(ratio):
-                counts.n_rejected += 1
-                if callbacks is not None and callbacks.reject is not None:
-                    callbacks.reject(t, y, dt)
+                observer.reject(t, y, dt)
                 nonfinite += 1
                 last_rejection_nonfinite = True
                 if nonfinite > _MAX_NONFINITE_RETRIES:
@@ -166,9 +175,7 @@ class AdaptiveRKSolver(Solver):
 
             accepted = ratio <= 1.0 or abs(dt) <= opts.min_step
             if not accepted:
-                counts.n_rejected += 1
-                if callbacks is not None and callbacks.reject is not None:
-                    callbacks.reject(t, y, dt)
+                observer.reject(t, y, dt)
                 last_rejection_nonfinite = False
                 f0 = K[0] if buffer is not None else f0  # the buffer row stays valid for a retry
                 h = controller.next_step(abs(dt), ratio, accepted=False)
@@ -181,16 +188,12 @@ class AdaptiveRKSolver(Solver):
                     )
                 continue
 
-            counts.n_accepted += 1
-            if problem.trace is not None:  # odeint_checkpoint replays the accepted steps
-                problem.trace.record(t, t1, y)
-            if callbacks is not None and callbacks.accept is not None:
-                callbacks.accept(t, y, dt)
+            observer.accept(t, t1, y, dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
             f1 = K[-1] if dtab.fsal else func(t1, y1)
-            if problem.dense is not None:  # odeint_dense keeps every step's interpolant (buffer copied)
+            if observer.dense is not None:  # odeint_dense keeps every step's interpolant (buffer copied)
                 ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
-                problem.dense.record(t, dt, y, ext if buffer is None else ext.clone(), dtab)
+                observer.dense.record(t, dt, y, ext if buffer is None else ext.clone(), dtab)
             if event is not None and event.crossed(t1, y1):
                 ext = dense_stages(func, dtab, t, dt, y, K, f1, buffer)
                 interp = _interpolant(dtab, y, ext, t, dt, t1, y1)
@@ -205,8 +208,7 @@ class AdaptiveRKSolver(Solver):
             t, y, f0, y_abs = t1, y1, f1, y1_abs
             h = controller.next_step(abs(dt), ratio, accepted=True)
 
-        if hint is not None:  # a step cut short by the end does not shrink the carried step
-            hint.h = max(h, h_wanted)
+        controller.finish(h, h_wanted)
         return torch.stack(outputs)
 
     @staticmethod

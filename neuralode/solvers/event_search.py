@@ -12,9 +12,7 @@ _BISECTIONS = 200  # a bound; bisection stops when the bracket no longer shrinks
 
 
 @torch.no_grad()
-def bisect(
-    event: Any, interp: Callable[[float], Tensor], t0: float, t1: float
-) -> tuple[float, int]:
+def bisect(event: Any, interp: Callable[[float], Tensor], t0: float, t1: float) -> tuple[float, int]:
     """Locate the crossing inside (t0, t1], where ``event`` has crossed at t1 but not at t0.
 
     Returns the crossing time (the first representable time at which it has crossed, to double

@@ -18,7 +18,9 @@ from torch import Tensor
 
 from ..errors import NonFiniteStateError, event_not_found
 from .base import FlatProblem, Solver
+from .controllers import GridController
 from .event_search import bisect
+from .observer import StepObserver
 from .options import FixedGridOptions, resolve_max_num_steps
 from .runge_kutta import DeviceTableau, rk_step, stage_buffer
 
@@ -63,17 +65,19 @@ def check_grid(
         raise ValueError(f"{what} must return a strictly monotone grid in the direction of t")
 
 
-def _custom_grid(problem: FlatProblem, constructor, max_steps: int) -> list[float]:
-    if problem.grid is not None:  # the adjoint passes the slice of a grid built once for the whole solve
-        return problem.grid
-    grid = constructor(problem.user_func, problem.user_y0, problem.t_tensor)
+def constructed_grid(
+    constructor, user_func, user_y0, t_tensor: Tensor, times: list[float], max_steps: int, what: str
+) -> list[float]:
+    """Call a ``grid_constructor(func, y0, t)`` once and check its grid (finite, monotone, from
+    times[0] to times[-1], at most ``max_steps`` steps)."""
+    grid = constructor(user_func, user_y0, t_tensor)
     if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
-        raise ValueError("options['grid_constructor'] must return a 1-D tensor with at least 2 times")
+        raise ValueError(f"{what} must return a 1-D tensor with at least 2 times")
     if grid.is_complex() or grid.dtype == torch.bool:
-        raise ValueError(f"options['grid_constructor'] must return real times, got dtype {grid.dtype}")
-    check_grid_length(grid.numel() - 1, max_steps, "options['grid_constructor']")
+        raise ValueError(f"{what} must return real times, got dtype {grid.dtype}")
+    check_grid_length(grid.numel() - 1, max_steps, what)
     values = grid.detach().cpu().double().tolist()
-    check_grid(values, problem.times[0], problem.times[-1])
+    check_grid(values, times[0], times[-1], what)
     return values
 
 
@@ -94,7 +98,8 @@ class FixedGridSolver(Solver):
 
     options_class: ClassVar[type] = FixedGridOptions
     supported_callbacks: ClassVar[tuple[str, ...]] = ("callback_step",)
-    implicit: ClassVar[bool] = False
+    replayable: ClassVar[bool] = True  # explicit Runge-Kutta: a step is re-run bit for bit; engines that
+    # override ``start``/``step`` (implicit RK, Adams) keep state across steps and set it False
 
     @property
     def order(self) -> int:
@@ -118,30 +123,29 @@ class FixedGridSolver(Solver):
         return y1, K[0]
 
     # ----- the shared loop -----
-    def march(self, problem: FlatProblem, grid: Iterable[float]) -> Iterator[GridStep]:
-        """Step along ``grid``, yielding each step; counts steps and calls step callbacks."""
+    def march(
+        self, problem: FlatProblem, grid: Iterable[float], observer: StepObserver
+    ) -> Iterator[GridStep]:
+        """Step along ``grid``, yielding each step; the observer sees every step."""
         ctx = self.start(problem)
-        callbacks, counts = problem.callbacks, problem.counts
         y, f0 = problem.y0, None
         for g0, g1 in itertools.pairwise(grid):
             dt = g1 - g0
-            if callbacks is not None and callbacks.step is not None:
-                callbacks.step(g0, y, dt)
+            observer.attempt(g0, y, dt)
             y1, f0 = self.step(ctx, problem, g0, dt, y, f0)
-            counts.n_steps += 1
-            counts.n_accepted += 1
-            if problem.trace is not None:  # odeint_checkpoint replays the steps
-                problem.trace.record(g0, g1, y)
+            observer.accept(g0, g1, y, dt)
             record = GridStep(g0, g1, y, y1, f0)
             yield record
             y = y1
             f0 = None if self.options.perturb else record.f1
 
     def grid(self, problem: FlatProblem) -> list[float]:
+        """The grid the options give (``step_size``, else the output times); a ``grid_constructor``'s
+        grid is built by the caller, once, and handed in as a :class:`GridController`."""
         opts: FixedGridOptions = self.options
         max_steps = resolve_max_num_steps(opts.max_num_steps, event=False)
         if opts.grid_constructor is not None:
-            return _custom_grid(problem, opts.grid_constructor, max_steps)
+            raise AssertionError("a grid_constructor's grid comes in a GridController")  # pragma: no cover
         if opts.step_size is None:  # torchdiffeq's default: step from output time to output time
             return list(problem.times)
         return uniform_grid(problem.times[0], problem.times[-1], opts.step_size, max_steps)
@@ -162,12 +166,15 @@ class FixedGridSolver(Solver):
             step.f1 = problem.func(step.t1, step.y1, -inward if perturb else 0.0)
         return hermite(step.y0, step.y1, step.f0, step.f1, dt, theta)
 
-    def integrate(self, problem: FlatProblem) -> Tensor:
+    def integrate(
+        self, problem: FlatProblem, observer: StepObserver, controller: GridController | None = None
+    ) -> Tensor:
         times = problem.times
         direction = 1.0 if times[-1] > times[0] else -1.0
         outputs: list[Tensor] = [problem.y0]
         next_out = 1
-        for step in self.march(problem, self.grid(problem)):
+        grid = controller.grid if controller is not None else self.grid(problem)
+        for step in self.march(problem, grid, observer):
             while next_out < len(times) and direction * (times[next_out] - step.t1) <= 0:
                 outputs.append(self.interpolate(problem, step, times[next_out]))
                 next_out += 1
@@ -175,12 +182,14 @@ class FixedGridSolver(Solver):
         _check_finite(result, times)
         return result
 
-    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+    def integrate_until_event(
+        self, problem: FlatProblem, event, observer: StepObserver
+    ) -> tuple[float, Tensor, int]:
         """Step an unbounded uniform grid until ``event`` crosses zero; locate it on the interpolant."""
         times = problem.times
         direction = 1.0 if times[-1] > times[0] else -1.0
         event.start(times[0], problem.y0)
-        for step in self.march(problem, self.event_grid(problem, direction)):
+        for step in self.march(problem, self.event_grid(problem, direction), observer):
             if event.crossed(step.t1, step.y1):
                 f0 = step.f0
                 tau, k = bisect(event, lambda s, st=step: self.interpolate(problem, st, s), step.t0, step.t1)

@@ -152,7 +152,7 @@ class ImplicitRKSolver(FixedGridSolver):
     """Engine for fixed-grid implicit Runge-Kutta tableaux (stiff problems)."""
 
     options_class: ClassVar[type] = ImplicitOptions
-    implicit: ClassVar[bool] = True
+    replayable: ClassVar[bool] = False  # Newton iterations from the previous step's stages
     tableau: ClassVar[ImplicitButcherTableau]
 
     def start(self, problem: FlatProblem) -> _Context:

@@ -20,6 +20,7 @@ from ..errors import MaxStepsExceededError, NonFiniteStateError, SolverError, ev
 from .base import FlatProblem, Solver
 from .event_search import bisect
 from .implicit import jacobian
+from .observer import StepObserver
 from .options import ScipyOptions, resolve_max_num_steps
 
 _ORDERS = {"RK45": 5, "RK23": 3, "DOP853": 8, "Radau": 5, "BDF": 5, "LSODA": 12}
@@ -33,7 +34,6 @@ class ScipySolver(Solver):
 
     options_class: ClassVar[type] = ScipyOptions
     supported_callbacks: ClassVar[tuple[str, ...]] = ()
-    implicit: ClassVar[bool] = False
 
     @property
     def order(self) -> int:
@@ -86,7 +86,9 @@ class ScipySolver(Solver):
         self._steps = 0
         return solver_class(fun, problem.times[0], y0_np, t_bound, **kwargs)
 
-    def _advance(self, solver, problem: FlatProblem, max_steps: int, event: bool = False) -> None:
+    def _advance(
+        self, solver, problem: FlatProblem, max_steps: int, observer: StepObserver, event: bool = False
+    ) -> None:
         if self._steps >= max_steps:
             if event:
                 raise event_not_found(f"SciPy's {self.options.solver}", problem.times[0], float(solver.t),
@@ -99,8 +101,8 @@ class ScipySolver(Solver):
         self._steps += 1
         t_good, y_good = float(solver.t), solver.y.copy()
         message = solver.step()
-        problem.counts.n_steps += 1
-        problem.counts.n_accepted += 1
+        observer.counts.n_steps += 1  # SciPy reports accepted steps only
+        observer.counts.n_accepted += 1
         failed = solver.status == "failed" or message is not None
         if (failed or not np.all(np.isfinite(solver.y))) and self._nonfinite_t is not None:
             began = _locate_nonfinite(problem, t_good, y_good, self._nonfinite_t)
@@ -124,7 +126,7 @@ class ScipySolver(Solver):
                 float(solver.t),
             )
 
-    def integrate(self, problem: FlatProblem) -> Tensor:
+    def integrate(self, problem: FlatProblem, observer: StepObserver, controller=None) -> Tensor:
         times = problem.times
         y0 = problem.y0
         solver = self._start(problem, times[-1])
@@ -134,7 +136,7 @@ class ScipySolver(Solver):
         next_out = 1
         while next_out < len(times):
             t_old = solver.t
-            self._advance(solver, problem, max_steps)
+            self._advance(solver, problem, max_steps, observer)
             dense = None
             while next_out < len(times) and direction * (times[next_out] - solver.t) <= 0:
                 if times[next_out] == solver.t:
@@ -149,7 +151,9 @@ class ScipySolver(Solver):
                 raise SolverError(f"SciPy's {self.options.solver} stopped early at t={t_old!r}", t_old)
         return torch.as_tensor(np.stack(outputs), dtype=y0.dtype).to(y0.device)
 
-    def integrate_until_event(self, problem: FlatProblem, event) -> tuple[float, Tensor, int]:
+    def integrate_until_event(
+        self, problem: FlatProblem, event, observer: StepObserver
+    ) -> tuple[float, Tensor, int]:
         """Step until ``event`` crosses zero; locate it on SciPy's dense output."""
         times, y0 = problem.times, problem.y0
         direction = 1.0 if times[-1] > times[0] else -1.0
@@ -163,7 +167,7 @@ class ScipySolver(Solver):
         max_steps = resolve_max_num_steps(self.options.max_num_steps, event=True)
         while solver.status == "running":
             t_old = solver.t
-            self._advance(solver, problem, max_steps, event=True)
+            self._advance(solver, problem, max_steps, observer, event=True)
             if event.crossed(solver.t, as_tensor(solver.y)):
                 dense = solver.dense_output()
                 tau, k = bisect(event, lambda s, d=dense: as_tensor(d(s)), t_old, solver.t)
