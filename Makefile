@@ -91,7 +91,7 @@ $(BENCH_STAMP): $(STAMP) requirements/bench.txt
 BENCH_ARGS ?=
 
 bench: $(BENCH_STAMP) ## Speed/memory vs torchdiffeq and torchode (installs them on first use); writes results/bench.*
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) -m scripts.bench $(BENCH_ARGS)
 
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006

@@ -1,9 +1,9 @@
-"""The benchmark harness (scripts/bench.py): its pieces, and its smoke mode end to end. No timings are
-asserted; only the structure of what it writes and the bookkeeping it relies on."""
+"""The benchmark (the scripts/bench/ package, ``python -m scripts.bench``): its pieces, and its smoke
+mode end to end. No timings are asserted; only the structure of what it writes and the bookkeeping it
+relies on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,17 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from scripts.bench.harness import Timed, round_robin
+from scripts.bench.problems import make_block_field, make_mlp
+from scripts.bench.report import time_at_error
+from scripts.bench.targets import load_targets, summary_lines
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
 
 
 def test_round_robin_interleaves_and_takes_medians():
@@ -38,16 +33,14 @@ def test_round_robin_interleaves_and_takes_medians():
 
         return run
 
-    result = bench.round_robin(
-        {"a": job("a", [9, 1, 2, 3]), "b": job("b", [9, 5, 7, 6])}, repeats=3, warmup=1
-    )
+    result = round_robin({"a": job("a", [9, 1, 2, 3]), "b": job("b", [9, 5, 7, 6])}, repeats=3, warmup=1)
     assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rounds rotating the start
     assert result["a"]["seconds"] == 2 and result["b"]["seconds"] == 6  # medians, warm-up excluded
     assert result["a"]["seconds_all"] == [1, 2, 3] and result["a"]["label"] == "a"
 
 
 def test_timed_counts_calls_and_time():
-    field = bench.Timed(bench.make_mlp(torch.float64))
+    field = Timed(make_mlp(torch.float64))
     y = torch.zeros(3, 2, dtype=torch.float64)
     for _ in range(4):
         field(torch.tensor(0.0), y)
@@ -58,7 +51,7 @@ def test_timed_counts_calls_and_time():
 
 def test_timed_flat_state_layouts():
     """torchode's batched (batch, features) state and its adjoint's single (features,) sample."""
-    field = bench.Timed(bench.make_block_field(8), flat_shape=(8, 4, 4))
+    field = Timed(make_block_field(8), flat_shape=(8, 4, 4))
     y = torch.randn(3, 8 * 4 * 4)
     batched = field(torch.zeros(3), y)
     single = field(torch.tensor(0.0), y[0])
@@ -68,9 +61,39 @@ def test_timed_flat_state_layouts():
 
 def test_time_at_error_interpolates_log_log():
     rows = [{"library": "x", "error": 1e-2, "seconds": 1.0}, {"library": "x", "error": 1e-4, "seconds": 4.0}]
-    assert bench.time_at_error(rows, "x", 1e-3) == pytest.approx(2.0)
-    assert bench.time_at_error(rows, "x", 1e-6) is None
-    assert bench.time_at_error(rows, "y", 1e-3) is None
+    assert time_at_error(rows, "x", 1e-3) == pytest.approx(2.0)
+    assert time_at_error(rows, "x", 1e-6) is None
+    assert time_at_error(rows, "y", 1e-3) is None
+
+
+def test_targets_come_from_the_data_file():
+    """The thresholds of the targets table are targets.yaml's numbers (all read as numbers, not strings),
+    and changing one changes the verdict."""
+    targets = load_targets()
+    assert targets["issue"] == 8
+    numbers = [
+        *(v for row in targets["forward"] for v in row.values()),
+        targets["checkpoint_gradient"]["rel"],
+        *targets["checkpoint_gradient"]["abs"].values(),
+        targets["block"]["speedup"],
+        *targets["memory"].values(),
+    ]
+    assert all(isinstance(v, int | float) and v > 0 for v in numbers)
+    row = {"batch": 512, "dtype": "float32", "nfe": 10, "overhead_ratio": 1.3}
+    forward = [
+        {**row, "library": "neuralode", "seconds": 1.0},
+        {**row, "library": "torchdiffeq", "seconds": 2.2},
+    ]
+    result = {"case1_forward": forward, "case3_gradients": [], "case4_block": [], "case5_memory": []}
+    speed = "| case 1, batch 512 float32: >= {}x torchdiffeq, NFE <= its NFE | 2.20x, NFE 10 vs 10 | {} |"
+    lines = summary_lines(result, targets)
+    assert lines[0] == "## Against the targets of issue 8"
+    assert speed.format("2.0", "yes") in lines
+    assert "| case 2, batch 512 float32: overhead <= 1.35 | 1.30 | yes |" in lines
+    stricter = {**targets, "forward": [{"batch": 512, "speedup": 3.0, "overhead": 1.2}]}
+    lines = summary_lines(result, stricter)
+    assert speed.format("3.0", "no") in lines
+    assert "| case 2, batch 512 float32: overhead <= 1.2 | 1.30 | no |" in lines
 
 
 def test_smoke_run_writes_results(tmp_path):
@@ -78,7 +101,8 @@ def test_smoke_run_writes_results(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
-        str(ROOT / "scripts" / "bench.py"),
+        "-m",
+        "scripts.bench",
         "--quick",
         "--libraries",
         "neuralode",

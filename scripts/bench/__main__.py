@@ -1,0 +1,150 @@
+"""Performance benchmark: neuralode vs torchdiffeq vs torchode, side by side in one process (issue 8).
+
+Every timed case runs the libraries round-robin, interleaved over repeats, and reports the median time
+of each; ratios are of medians. NFE is counted by a wrapper around the vector field (the same wrapper
+for every library), which also accumulates the wall time spent inside the field, so the overhead ratio
+(total time / time inside func) comes from the same calls as the totals. Errors are against a
+tight-tolerance float64 reference (neuralode dopri8, rtol=atol=1e-12). Cases:
+
+1. dopri5 forward, tanh-MLP field (dim 2, hidden 64), batch 512 and 16, float32 and float64,
+   rtol=atol=1e-6, 10 output times; plus a tolerance sweep to compare at equal accuracy.
+2. Solver overhead (total / time inside func) of the case-1 calls.
+3. Gradients on case 1: direct backprop, adjoint, seminorm adjoint (and neuralode's checkpointed
+   adjoint, odeint_checkpoint); time of forward+backward and the relative gradient error against a
+   float64 direct-backprop reference.
+4. ODE-Net block (ConvODEFunc, 64 channels, 6x6, GroupNorm, batch 128, dopri5 rtol=atol=1e-3,
+   float32): forward, and forward+adjoint backward.
+5. Peak memory of forward+backward of that block with rk4 at 10, 40, 160 steps, direct vs adjoint
+   (and neuralode's checkpointed adjoint, one checkpoint per step), each point in a fresh subprocess
+   (peak RSS above the RSS just before the pass).
+6. torch.compile on CPU: the per-step error norm and the case-1 field, eager vs compiled (left out
+   of ``--quick`` unless named).
+
+torchdiffeq and torchode are optional (requirements/bench.txt); a library that is not installed is
+left out and the output says so. ``--quick`` is a seconds-long smoke run with tiny sizes (its numbers
+mean nothing). Run from the repository root (``make bench`` does):
+
+    .venv/bin/python -m scripts.bench [--quick] [--threads 1] [--libraries neuralode torchdiffeq torchode]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from neuralode.training.reproducibility import git_commit
+
+from .adapters import LIBRARIES, available_libraries, library_version
+from .cases import case_block, case_compile, case_forward, case_gradients, case_sweep
+from .config import ROOT, config
+from .harness import load_average, machine
+from .memory import case_memory, memory_point
+from .report import plot_memory, write_results
+
+
+def main() -> None:
+    """Parse the command line; run the cases asked for (or one memory point) and write the results."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (tiny sizes, 1 repeat)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
+    parser.add_argument("--out-dir", default=None, help="default: results/ (runs/bench/quick with --quick)")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=None,
+        choices=["1", "3", "4", "5", "6"],
+        help="default: all; case 2 comes with case 1; 6 (the torch.compile check, some 30 s of compiling) "
+        "is left out of --quick unless named",
+    )
+    parser.add_argument("--note", default="", help="a line to put at the top of bench.md")
+    parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cases is None:
+        args.cases = ["1", "3", "4", "5"] if args.quick else ["1", "3", "4", "5", "6"]
+    torch.set_num_threads(args.threads)
+    if args.memory_point:
+        lib, mode, steps, channels, size, batch = args.memory_point
+        print(json.dumps(memory_point(lib, mode, int(steps), int(channels), int(size), int(batch))))
+        return
+
+    start = time.perf_counter()
+    load_before = load_average()
+    commit = git_commit(ROOT)  # now: the run rewrites the tracked results/bench.*, which would read as -dirty
+    libs, missing = available_libraries(args.libraries)
+    if "neuralode" not in libs:
+        parser.error("--libraries must include neuralode (ratios are relative to it)")
+    for name, why in missing.items():
+        print(f"leaving out {name}: {why}", flush=True)
+    cfg = config(args.quick)
+    out_dir = (
+        Path(args.out_dir) if args.out_dir else (ROOT / ("runs/bench/quick" if args.quick else "results"))
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    result = {
+        "case1_forward": [],
+        "case1_sweep": [],
+        "case3_gradients": [],
+        "case4_block": [],
+        "case5_memory": [],
+        "case6_compile": [],
+    }
+    case_seconds = {}
+    clock = time.perf_counter()
+    if "1" in args.cases:
+        result["case1_forward"] = case_forward(libs, cfg)
+        result["case1_sweep"] = case_sweep(libs, cfg)
+        case_seconds["1"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "3" in args.cases:
+        result["case3_gradients"] = case_gradients(libs, cfg)
+        case_seconds["3"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "4" in args.cases:
+        result["case4_block"] = case_block(libs, cfg)
+        case_seconds["4"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "5" in args.cases:
+        result["case5_memory"] = case_memory(libs, cfg, args.threads)
+        plot_memory(result["case5_memory"], out_dir / "bench_memory.png")
+        case_seconds["5"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "6" in args.cases:
+        result["case6_compile"] = case_compile(cfg)
+        case_seconds["6"] = time.perf_counter() - clock
+
+    result["config"] = {
+        k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)
+        for k, vals in cfg.items()
+    }
+    result["meta"] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "libraries": libs,
+        "missing": missing,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            **{lib: library_version(lib) for lib in libs},
+        },
+        "load_before": load_before,
+        "load_after": load_average(),
+        "shared": load_before != "unknown" and float(load_before.split()[0]) >= 1.0,
+        "total_seconds": time.perf_counter() - start,
+        "case_seconds": {k: round(v, 1) for k, v in case_seconds.items()},
+        "note": args.note,
+    }
+    write_results(result, out_dir)
+    print(f"wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'} ({result['meta']['total_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

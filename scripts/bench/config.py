@@ -1,0 +1,51 @@
+"""The benchmark's sizes and repeats: the full profile of ``make bench`` and the seconds-long
+``--quick`` smoke profile (whose numbers mean nothing), and where the repository is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(quick: bool) -> dict:
+    """The sizes and repeats of every case: the smoke profile if ``quick``, else the full one."""
+    if quick:
+        return {
+            "batches": [16],
+            "n_times": 3,
+            "tol": 1e-4,
+            "repeats": 1,
+            "sweep_batch": 16,
+            "sweep_tols": [1e-3, 1e-5],
+            "sweep_repeats": 1,
+            "grad_batch": 16,
+            "grad_dtypes": [torch.float64],
+            "grad_repeats": 1,
+            "block_channels": 8,
+            "block_size": 4,
+            "block_batch": 4,
+            "block_repeats": 1,
+            "memory_steps": [2],
+            "memory_repeats": 1,
+        }
+    return {
+        "batches": [512, 16],
+        "n_times": 10,
+        "tol": 1e-6,
+        "repeats": 21,
+        "sweep_batch": 512,
+        "sweep_tols": [1e-4, 1e-5, 1e-6, 1e-7, 1e-8],
+        "sweep_repeats": 7,
+        "grad_batch": 512,
+        "grad_dtypes": [torch.float32, torch.float64],
+        "grad_repeats": 5,
+        "block_channels": 64,
+        "block_size": 6,
+        "block_batch": 128,
+        "block_repeats": 5,
+        "memory_steps": [10, 40, 160],
+        "memory_repeats": 3,
+    }
