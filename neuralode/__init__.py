@@ -20,6 +20,8 @@ from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
 from .odeint import odeint_adjoint as odeint_adjoint
 from .odeint import odeint_checkpoint as odeint_checkpoint
+from .solution import Solution as Solution
+from .solve import solve as solve
 from .solver_config import SolverConfig as SolverConfig
 from .solvers import SOLVERS as SOLVERS
 from .stats import PassCounts as PassCounts
@@ -38,6 +40,8 @@ __all__ = [
     "NonFiniteStateError",
     "ODEBlock",
     "PassCounts",
+    "Solution",
+    "PassCounts",
     "SolveStats",
     "SolverConfig",
     "SolverError",
@@ -48,4 +52,5 @@ __all__ = [
     "odeint_checkpoint",
     "odeint_dense",
     "odeint_event",
+    "solve",
 ]

@@ -56,7 +56,7 @@ class TrainerConfig:
     tensorboard: bool = True
     hparams: Mapping[str, Any] = field(default_factory=dict)
     max_grad_norm: float | None = None  # clip the gradient's global norm to this before each step
-    precision: str = "fp32"  # "bf16": forward passes under torch.autocast (see neuralode.precision)
+    precision: str = "fp32"  # "bf16": forward passes under torch.autocast (see neuralode._setup.precision)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
