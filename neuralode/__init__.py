@@ -41,7 +41,6 @@ __all__ = [
     "ODEBlock",
     "PassCounts",
     "Solution",
-    "PassCounts",
     "SolveStats",
     "SolverConfig",
     "SolverError",

@@ -161,10 +161,6 @@ def odeint_checkpoint(
             the explicit adaptive Runge-Kutta family (without ``jump_t``) and explicit fixed-grid RK.
     """
     gradient = Checkpointed(every=checkpoint_every)
-    if event_fn is not None:
-        raise ValueError(
-            "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event handling"
-        )
     return _unpack(
         solve(
             func,
@@ -174,6 +170,7 @@ def odeint_checkpoint(
             atol=atol,
             method=method,
             options=options,
+            event_fn=event_fn,
             gradient=gradient,
             params=adjoint_params,
             stats=stats,

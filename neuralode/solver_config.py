@@ -85,8 +85,16 @@ class SolverConfig:
         """y at every time in ``t``, differentiable by this config's gradient strategy. ``params``: the
         tensors an adjoint or checkpointed gradient is taken for (default ``func.parameters()``)."""
         return solve(
-            func, y0, t, rtol=self.rtol, atol=self.atol, method=self.method, options=self.options,
-            gradient=self.gradient, params=params, stats=stats,
+            func,
+            y0,
+            t,
+            rtol=self.rtol,
+            atol=self.atol,
+            method=self.method,
+            options=self.options,
+            gradient=self.gradient,
+            params=params,
+            stats=stats,
         ).ys
 
     def describe(self) -> str:

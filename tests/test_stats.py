@@ -123,7 +123,8 @@ def test_adjoint_forward_and_backward_nfe_equal_func_calls(method, t_requires_gr
 
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_adjoint_backward_with_t_grad_counts_the_extra_evaluations(method):
-    # dL/dt_i = <dL/dy_i, f(t_i, y_i)> costs one evaluation at each output time (dL/dt_0 = -<dL/dy0, f(t_0, y0)>).
+    # dL/dt_i = <dL/dy_i, f(t_i, y_i)> costs one evaluation at each output time
+    # (dL/dt_0 = -<dL/dy0, f(t_0, y0)>).
     results = {}
     for t_requires_grad in (False, True):
         f, stats = CountingField(), SolveStats()

@@ -164,7 +164,7 @@ def test_per_element_tensor_tolerance_matches_torchdiffeq(method, shape, seed):
 def test_huge_tolerance_leaves_a_member_out_of_step_control(method, exp):
     """(z, logp, reg) with reg at 1e20 takes exactly the steps of (z, logp) alone, since reg never feeds
     back: z and logp are those of the smaller solve, to a few ulps (the dense output is a matrix
-    product whose blocking in BLAS depends on the state's length: measured 5.6e-16 relative, 3 ulps, for dopri8)."""
+    product whose blocking in BLAS depends on the state's length: 5.6e-16 relative, 3 ulps, for dopri8)."""
     tol = 10.0**-exp
     with_reg, without = SolveStats(), SolveStats()
     y0 = state(nreg=1)

@@ -128,7 +128,7 @@ def prepare(
 
 
 def _event_times(event_fn: Any, times: list[float], solver: Solver, method: str) -> list[float]:
-    """An event search's span: [t0, t0 + direction] from t = [t0] or [t0, t1] (t1 only gives the direction)."""
+    """An event search's span: [t0, t0 + direction] from t = [t0] or [t0, t1] (t1: the direction)."""
     if not callable(event_fn):
         raise TypeError(
             f"event_fn must be callable as event_fn(t, y) -> tensor, got {type(event_fn).__name__}"

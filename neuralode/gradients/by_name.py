@@ -30,7 +30,8 @@ def gradient_from_name(
         unknown = set(settings) - {"rtol", "atol", "method", "options"}
         if unknown:
             raise ValueError(
-                f"unknown adjoint settings {sorted(unknown)}: the backward solve takes rtol, atol, method, options"
+                f"unknown adjoint settings {sorted(unknown)}: the backward solve takes rtol, atol, method "
+                "and options"
             )
         return Adjoint(**settings)
     if name == "checkpoint":

@@ -58,7 +58,8 @@ class Checkpointed:
         """Refuse what cannot be replayed bit for bit, before any work."""
         if setup.event is not None:
             raise ValueError(
-                "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event handling"
+                "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event "
+                "handling"
             )
         if not setup.solver.replayable:
             raise ValueError(
