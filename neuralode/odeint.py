@@ -56,20 +56,8 @@ def odeint(
         TypeError, ValueError: bad arguments, before any work.
         MaxStepsExceededError, StepSizeUnderflowError, NonFiniteStateError: during the solve.
     """
-    return _unpack(
-        solve(
-            func,
-            y0,
-            t,
-            rtol=rtol,
-            atol=atol,
-            method=method,
-            options=options,
-            event_fn=event_fn,
-            gradient=Direct(),
-            stats=stats,
-        )
-    )
+    common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}
+    return _unpack(solve(func, y0, t, gradient=Direct(), stats=stats, **common))
 
 
 def odeint_adjoint(
@@ -106,21 +94,8 @@ def odeint_adjoint(
     respect to y0, every parameter (zero if unused) and every entry of t are returned.
     """
     gradient = Adjoint(rtol=adjoint_rtol, atol=adjoint_atol, method=adjoint_method, options=adjoint_options)
-    return _unpack(
-        solve(
-            func,
-            y0,
-            t,
-            rtol=rtol,
-            atol=atol,
-            method=method,
-            options=options,
-            event_fn=event_fn,
-            gradient=gradient,
-            params=adjoint_params,
-            stats=stats,
-        )
-    )
+    common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}
+    return _unpack(solve(func, y0, t, gradient=gradient, params=adjoint_params, stats=stats, **common))
 
 
 def odeint_checkpoint(
@@ -161,21 +136,8 @@ def odeint_checkpoint(
             the explicit adaptive Runge-Kutta family (without ``jump_t``) and explicit fixed-grid RK.
     """
     gradient = Checkpointed(every=checkpoint_every)
-    return _unpack(
-        solve(
-            func,
-            y0,
-            t,
-            rtol=rtol,
-            atol=atol,
-            method=method,
-            options=options,
-            event_fn=event_fn,
-            gradient=gradient,
-            params=adjoint_params,
-            stats=stats,
-        )
-    )
+    common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}
+    return _unpack(solve(func, y0, t, gradient=gradient, params=adjoint_params, stats=stats, **common))
 
 
 def _unpack(solution: Solution) -> UserState | tuple[Tensor, UserState]:

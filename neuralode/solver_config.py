@@ -11,12 +11,12 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ._setup.validation import frozen_options
 from .gradients import Adjoint, Checkpointed, Direct, Gradient, gradient_from_name
 from .solve import solve
 from .stats import SolveStats
@@ -35,12 +35,7 @@ class SolverConfig:
     gradient: Gradient = field(default_factory=Adjoint)
 
     def __post_init__(self) -> None:
-        if self.options is not None:
-            if not isinstance(self.options, Mapping):
-                raise TypeError(
-                    f"options must be a dict of method options or None, got {type(self.options).__name__}"
-                )
-            object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "options", frozen_options(self.options, "options"))
         if not isinstance(self.gradient, Direct | Adjoint | Checkpointed):
             raise TypeError(
                 "gradient must be neuralode.gradients.Direct(), Adjoint(...) or Checkpointed(every=k), "

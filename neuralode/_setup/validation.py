@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -86,3 +87,12 @@ def make_solver(method: str | None, options: Mapping[str, Any] | None, arg: str 
     solver_class = SOLVERS[method]
     options_arg = "options" if arg == "method" else "adjoint_options"
     return solver_class(solver_class.options_class.parse(options, method, options_arg))
+
+
+def frozen_options(options: Any, name: str) -> Mapping[str, Any] | None:
+    """A read-only copy of an options dict (a frozen config holds one), or None; refuses non-mappings."""
+    if options is None:
+        return None
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{name} must be a dict of method options or None, got {type(options).__name__}")
+    return MappingProxyType(dict(options))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -24,7 +23,7 @@ from .._setup.norms import build_norm
 from .._setup.precision import solver_precision
 from .._setup.prepare import Setup
 from .._setup.tolerances import Tolerance, backward_tolerances
-from .._setup.validation import check_adjoint_params, make_solver
+from .._setup.validation import check_adjoint_params, frozen_options, make_solver
 from ..errors import SolverError
 from ..solvers import FlatProblem, Solver
 from ..solvers.controllers import GridController
@@ -48,12 +47,7 @@ class Adjoint:
     caller = "odeint_adjoint"
 
     def __post_init__(self) -> None:
-        if self.options is not None:
-            if not isinstance(self.options, Mapping):
-                raise TypeError(
-                    f"adjoint_options must be a dict of options or None, got {type(self.options).__name__}"
-                )
-            object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "options", frozen_options(self.options, "adjoint_options"))
 
     def params(self, func: Callable, params: Sequence[Tensor] | None) -> tuple[Tensor, ...]:
         """``params`` (default ``func.parameters()``), those that require grad; warns for tensors that
