@@ -8,7 +8,7 @@ bad point stops the sweep before any job runs (local, submitit-local or SLURM la
 
 A check function takes the job's config and raises :class:`ConfigError`; :class:`Checker` has the typed
 checks (integers, numbers, choices) and runs the library's own solver checks
-(:func:`neuralode.solver_settings.check_solver_settings`), so the rules live in one place.
+(:func:`neuralode.solver_config.check_solver_settings`), so the rules live in one place.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from neuralode.solver_settings import check_solver_settings
+from neuralode.solver_config import check_solver_settings
 from neuralode.training import TrainerConfig
 
 EXIT_CODE = 2  # what argparse and most CLIs use for a usage error

@@ -20,7 +20,7 @@ from experiments.validation import Checker, ConfigError
 from neuralode.flows import CNF, ConcatMLPField
 from neuralode.models.latent_ode import LatentODE
 from neuralode.models.ode_block import ODEBlock
-from neuralode.solver_settings import check_solver_settings
+from neuralode.solver_config import check_solver_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
