@@ -19,6 +19,11 @@ from neuralode.training import atomic_write_text, write_csv
 ROOT = Path(__file__).resolve().parents[1]
 COUNTS = (30, 50, 100)
 NETS = ("rnn", "latent_ode")
+GRADIENTS = {
+    "direct": "backpropagation through the solver",
+    "adjoint": "the adjoint method",
+    "checkpoint": "backpropagation through the solver from checkpoints",
+}
 PAPER = {  # Chen et al. (2018), Table 2: predictive RMSE on 100 points past the observed window
     "rnn": {30: 0.3937, 50: 0.3202, 100: 0.1813},
     "latent_ode": {30: 0.1642, 50: 0.1502, 100: 0.1346},
@@ -64,8 +69,8 @@ def _settings_text(results: dict[tuple[str, int], dict[str, Any]]) -> list[str]:
     """How the data, the latent ODE and the RNN were set up, from the runs' resolved configs."""
     latent, rnn = results["latent_ode", 100], results["rnn", 100]
     cfg = latent["config"]
-    data, model, solver = cfg["data"], cfg["latent_ode"], cfg["latent_ode"]["solver"]
-    gradient = "the adjoint method" if model["adjoint"] else "backpropagation through the solver"
+    data, model, solver = cfg["data"], cfg["latent_ode"], cfg["solver"]
+    gradient = GRADIENTS[solver["gradient"]]
     bptt = rnn["config"]["rnn"]["bptt"]
     detail = {
         "truncated": f" (tau {bptt['tau']})",

@@ -20,13 +20,13 @@ from pathlib import Path
 import matplotlib
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the experiments package, when run as a script
+sys.path.insert(0, str(ROOT))  # the neuralode package, when run as a script
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from experiments.latent_ode import build_model, load_series, predict, rmse  # noqa: E402
+from neuralode.tasks import model_from_settings, predict, rmse, series_from_settings  # noqa: E402
 from neuralode.training import load_checkpoint  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def load_run(run_dir: Path):
     if not (run_dir / "result.json").exists():
         raise SystemExit(f"{run_dir} has no finished run: train it first (`make table2`)")
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    model = build_model(cfg)
+    model = model_from_settings(cfg)
     model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt", map_location="cpu")["model"])
     model.eval()
     return cfg, model, json.loads((run_dir / "result.json").read_text())
@@ -64,7 +64,7 @@ def plot_extrapolation(runs: Path, observed: int, out: Path, examples: int = 4) 
     )
     for r, (net, label) in enumerate(rows):
         cfg, model, result = load_run(runs / net / f"n{observed}" / "default")
-        _, test = load_series(cfg, cpu)
+        _, test = series_from_settings(cfg, cpu)
         predicted, reconstructions, _ = predict(model, test)
         window = test.spirals.window
         for k in range(examples):
@@ -88,7 +88,7 @@ def plot_extrapolation(runs: Path, observed: int, out: Path, examples: int = 4) 
 
 def plot_latent_paths(runs: Path, observed: int, out: Path, count: int = 60) -> None:
     cfg, model, result = load_run(runs / "latent_ode" / f"n{observed}" / "default")
-    _, test = load_series(cfg, torch.device("cpu"))
+    _, test = series_from_settings(cfg, torch.device("cpu"))
     _, _, path = predict(model, test)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for k in range(min(count, len(test.spirals))):
@@ -105,7 +105,7 @@ def plot_latent_paths(runs: Path, observed: int, out: Path, count: int = 60) -> 
 
 def plot_poisson(run_dir: Path, out: Path, examples: int = 3) -> None:
     cfg, model, result = load_run(run_dir)
-    _, test = load_series(cfg, torch.device("cpu"))
+    _, test = series_from_settings(cfg, torch.device("cpu"))
     _, _, path = predict(model, test)
     inferred = model.intensity(path)
     times, window = test.spirals.times, test.spirals.window

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from experiments.cnf import check_config
+from neuralode.flows.tasks import resolve_trace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,13 +61,11 @@ def test_density_smoke_run_reports_kl(tmp_path):
     ],
 )
 def test_bad_config_fails_naming_the_key(override, message):
-    cfg = OmegaConf.create({"task": "density", "target": "u1", "flow": "cnf", "trace": "auto", **override})
+    settings = {"task": "density", "target": "u1", "flow": "cnf", "trace": "auto", **override}
     with pytest.raises(ValueError, match=message):
-        check_config(cfg)
-    assert (
-        check_config(OmegaConf.create({"task": "mle", "target": "moons", "flow": "mlp", "trace": "auto"}))
-        == "exact"
-    )
+        resolve_trace(**settings)
+    assert resolve_trace(task="mle", target="moons", flow="mlp", trace="auto") == "exact"
+    assert resolve_trace(task="density", target="u1", flow="cnf", trace="auto") == "closed_form"
 
 
 def test_trace_cost_script_writes_both_methods_per_dimension(tmp_path):

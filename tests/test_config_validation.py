@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from experiments.validation import Checker, ConfigError
+from neuralode import SolverConfig
 from neuralode.flows import CNF, ConcatMLPField
 from neuralode.models.latent_ode import LatentODE
 from neuralode.models.ode_block import ODEBlock
@@ -30,7 +31,8 @@ CASES = [
     ("mnist", ["epochs=abc"], "epochs=abc", "integer"),
     ("mnist", ["seed=abc"], "seed=abc", "integer"),
     ("mnist", ["-m", "solver.rtol=1e-3,-1"], "solver.rtol=-1", "rtol must be"),
-    ("cnf", ["ode.rtol=-1"], "ode.rtol=-1", "rtol must be"),
+    ("cnf", ["solver.rtol=-1"], "solver.rtol=-1", "rtol must be"),
+    ("latent_ode", ["solver.gradient=backprop"], "solver.gradient=backprop", "one of direct, adjoint"),
     ("latent_ode", ["-m", "hydra/launcher=local", "net=rnn,latent_ode", "seed=abc"], "seed=abc", "integer"),
     ("nfe_stats", ["-m", "solver.rtol=1e-3,abc"], "solver.rtol=abc", "number"),
 ]
@@ -47,9 +49,16 @@ COMPOSED = [
     ("mnist", ["precision=fp64"], "precision=fp64", "one of"),
     ("cnf", ["flow=realnvp"], "flow=realnvp", "flow must be one of"),
     ("cnf", ["seed=abc"], "seed=abc", "integer"),
-    ("cnf", ["flow=mlp", "ode.method=nonsense"], "ode.method=nonsense", "unknown"),
+    ("cnf", ["flow=mlp", "solver.method=nonsense"], "solver.method=nonsense", "unknown"),
+    ("cnf", ["t1=0"], "t1=0", "t1 must be a number > 0"),
+    ("cnf", ["+solver.adjoint.method=nonsense"], "solver.adjoint.method=nonsense", "unknown"),
+    ("cnf", ["+solver.adjoint.rtol=-1"], "solver.adjoint.rtol=-1", "adjoint_rtol must be"),
+    ("cnf", ["+solver.adjoint.nrm=seminorm"], "solver.adjoint=", "unknown key"),
+    ("cnf", ["solver.gradient=checkpoint", "solver.checkpoint_every=0"], "solver.checkpoint_every=0", ">= 1"),
     ("cnf", ["task=bogus"], "task=bogus", "one of"),
-    ("latent_ode", ["latent_ode.solver.rtol=-1"], "latent_ode.solver.rtol=-1", "rtol must be"),
+    ("latent_ode", ["solver.rtol=-1"], "solver.rtol=-1", "rtol must be"),
+    ("latent_ode", ["solver.rtol=0", "solver.atol=0"], "solver.rtol=0", "both 0"),
+    ("latent_ode", ["+solver.options.nope=1"], "solver.options=", "unknown key"),
     ("latent_ode", ["epochs=abc"], "epochs=abc", "integer"),
     ("latent_ode", ["num_observed=500"], "num_observed=500", "num_observed must be in"),
     ("latent_ode", ["rnn.bptt.strategy=sometimes"], "rnn.bptt.strategy=sometimes", "one of"),
@@ -123,17 +132,20 @@ def test_odeblock_refuses_bad_solver_settings_at_construction(kwargs, argument, 
     assert info.value.argument == argument
 
 
-def test_cnf_and_latent_ode_refuse_bad_solver_settings_at_construction():
+def test_cnf_and_latent_ode_take_only_a_checked_solver_config():
     with pytest.raises(ValueError, match="rtol must be"):
-        CNF(ConcatMLPField(2, hidden=4, layers=1), 2, rtol=-1)
+        SolverConfig(rtol=-1)  # a bad setting never reaches a model: the config refuses it when built
     with pytest.raises(ValueError, match="unknown"):
-        CNF(ConcatMLPField(2, hidden=4, layers=1), 2, method="nonsense")
-    with pytest.raises(ValueError, match="unknown"):
-        LatentODE(method="nonsense")
-    with pytest.raises(ValueError, match="atol must be"):
-        LatentODE(atol=-1.0)
+        SolverConfig(method="nonsense")
     with pytest.raises(ValueError, match="both 0"):
-        LatentODE(rtol=0.0, atol=0.0)
+        SolverConfig(rtol=0.0, atol=0.0)
+    for build in (
+        lambda s: CNF(ConcatMLPField(2, hidden=4, layers=1), 2, solver=s),
+        lambda s: LatentODE(solver=s),
+    ):
+        with pytest.raises(TypeError, match=r"solver must be a neuralode\.SolverConfig"):
+            build({"method": "dopri5", "rtol": 1e-3, "atol": 1e-3})
+        assert build(SolverConfig(method="rk4", options={"step_size": 0.1})).solver.method == "rk4"
 
 
 def test_good_solver_settings_pass():

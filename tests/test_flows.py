@@ -3,12 +3,14 @@ normalisation of a trained CNF's density, the 2-D targets and data, and bad inpu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 from torch.func import jacrev, vmap
 
+from neuralode import Adjoint, Direct, SolverConfig
 from neuralode.flows import (
     CNF,
     ConcatMLPField,
@@ -24,6 +26,7 @@ from neuralode.flows import (
     standard_normal_logprob,
 )
 from neuralode.flows.base import grid_logprob_mass
+from neuralode.flows.evaluation import evaluator
 
 
 def _jacobian_trace(func, t, z):
@@ -97,7 +100,7 @@ def test_cnf_log_prob_matches_transform(trace):
     """Pushing z forward and pulling x back give the same density, whatever the trace method."""
     torch.manual_seed(5)
     func = HyperPlanarField(2, 4) if trace == "closed_form" else ConcatMLPField(2, 16)
-    flow = CNF(func.double(), 2, trace=trace, rtol=1e-8, atol=1e-8)
+    flow = CNF(func.double(), 2, trace=trace, solver=SolverConfig(rtol=1e-8, atol=1e-8))
     with torch.no_grad():
         for p in flow.parameters():
             p.mul_(3)
@@ -112,7 +115,7 @@ def test_cnf_log_prob_matches_transform(trace):
 
 def test_trained_cnf_density_integrates_to_one_on_a_grid():
     torch.manual_seed(6)
-    flow = CNF(HyperPlanarField(2, 8), 2, trace="closed_form", rtol=1e-5, atol=1e-5)
+    flow = CNF(HyperPlanarField(2, 8), 2, trace="closed_form", solver=SolverConfig(rtol=1e-5, atol=1e-5))
     data = sample_dataset("moons", 512, seed=0)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
     start = None
@@ -134,9 +137,10 @@ def test_cnf_gradients_adjoint_match_direct_backprop():
     torch.manual_seed(7)
     x = torch.randn(16, 2, dtype=torch.float64)
     grads = []
-    for adjoint in (True, False):
+    for gradient in (Adjoint(), Direct()):
         torch.manual_seed(8)
-        flow = CNF(ConcatMLPField(2, 8).double(), 2, trace="exact", rtol=1e-9, atol=1e-9, adjoint=adjoint)
+        solver = SolverConfig(rtol=1e-9, atol=1e-9, gradient=gradient)
+        flow = CNF(ConcatMLPField(2, 8).double(), 2, trace="exact", solver=solver)
         flow.log_prob(x).mean().backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in flow.parameters()]))
         assert flow.last_stats.nfe_forward > 0
@@ -147,10 +151,10 @@ def test_hutchinson_noise_is_fixed_per_solve_so_adjoint_matches_backprop():
     """The adjoint's backward solve must see the forward solve's noise: same gradients as backprop."""
     x = torch.randn(16, 2, dtype=torch.float64)
     grads = []
-    for adjoint in (True, False):
+    for gradient in (Adjoint(), Direct()):
         torch.manual_seed(9)
-        flow = CNF(ConcatMLPField(2, 8).double(), 2, trace="hutchinson", noise="rademacher", rtol=1e-9,
-                   atol=1e-9, adjoint=adjoint, options={"max_num_steps": 1000})  # fmt: skip
+        solver = SolverConfig(rtol=1e-9, atol=1e-9, options={"max_num_steps": 1000}, gradient=gradient)
+        flow = CNF(ConcatMLPField(2, 8).double(), 2, trace="hutchinson", noise="rademacher", solver=solver)
         torch.manual_seed(10)  # the same noise draw for both
         flow.log_prob(x).mean().backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in flow.parameters()]))
@@ -189,6 +193,8 @@ def test_bad_input_raises_errors_naming_the_argument():
         HyperPlanarField(2, 0)
     with pytest.raises(ValueError, match="depth"):
         PlanarFlow(2, -1)
+    with pytest.raises(TypeError, match=r"solver must be a neuralode\.SolverConfig"):
+        CNF(ConcatMLPField(2), 2, solver={"method": "dopri5", "rtol": 1e-5})
     with pytest.raises(ValueError, match="x must have 2 columns"):
         CNF(ConcatMLPField(2), 2).log_prob(torch.randn(4, 3))
     with pytest.raises(ValueError, match="z must be a floating tensor"):
@@ -197,3 +203,32 @@ def test_bad_input_raises_errors_naming_the_argument():
         energy("u5")
     with pytest.raises(ValueError, match="dataset"):
         sample_dataset("spirals", 10, 0)
+
+
+def test_a_changed_solver_is_a_new_flow_sharing_the_parameters_and_the_original_is_untouched():
+    torch.manual_seed(11)
+    original = SolverConfig(rtol=1e-5, atol=1e-5)
+    flow = CNF(ConcatMLPField(2, 8), 2, trace="exact", solver=original)
+    loose = flow.with_solver(dataclasses.replace(flow.solver, rtol=1e-2, atol=1e-2, gradient=Direct()))
+    assert flow.solver is original and original == SolverConfig(rtol=1e-5, atol=1e-5)
+    assert (loose.solver.rtol, loose.solver.gradient) == (1e-2, Direct())
+    assert all(a is b for a, b in zip(flow.parameters(), loose.parameters(), strict=True))
+    x = torch.randn(64, 2)
+    tight_logp, loose_logp = flow.log_prob(x), loose.log_prob(x)
+    assert loose.last_stats.nfe_forward < flow.last_stats.nfe_forward  # each solved with its own tolerance
+    assert (tight_logp - loose_logp).abs().max() < 0.05
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        flow.solver.rtol = 1e-3
+
+
+def test_evaluation_with_the_exact_trace_leaves_the_trained_flow_as_it_was():
+    torch.manual_seed(12)
+    flow = CNF(ConcatMLPField(2, 8), 2, trace="hutchinson", solver=SolverConfig(rtol=1e-5, atol=1e-5))
+    exact = flow.with_trace("exact")
+    assert flow.trace == "hutchinson" and exact.trace == "exact" and exact.solver is flow.solver
+    metrics = evaluator("mle", "moons", 64, seed=0, device=torch.device("cpu"), eval_trace="exact")(flow)
+    assert flow.trace == "hutchinson" and flow.solver == SolverConfig(rtol=1e-5, atol=1e-5)
+    x = sample_dataset("moons", 64, seed=1_000_000)  # the evaluator's held-out points (seed + 1e6)
+    torch.testing.assert_close(
+        torch.tensor(metrics["test_nll"]), -exact.log_prob(x).mean(), rtol=1e-5, atol=1e-5
+    )

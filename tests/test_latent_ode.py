@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from neuralode import Adjoint, Direct, SolverConfig
 from neuralode.data.spirals import (
     SpiralSpec,
     event_intensity,
@@ -81,7 +82,7 @@ def _batch(num_observed: int = 10):
 def test_elbo_terms_are_finite_and_kl_is_non_negative():
     torch.manual_seed(0)
     spirals, x, index = _batch()
-    model = LatentODE(rtol=1e-4, atol=1e-5)
+    model = LatentODE(solver=SolverConfig(rtol=1e-4, atol=1e-5))
     terms = model.elbo(x, index, spirals.times[: SMALL.window], 0.1)
     for value in terms.scalars().values():
         assert math.isfinite(value)
@@ -93,9 +94,9 @@ def test_elbo_terms_are_finite_and_kl_is_non_negative():
 def test_adjoint_and_direct_backprop_give_the_same_elbo_gradient():
     spirals, x, index = _batch()
     grads = []
-    for adjoint in (True, False):
+    for gradient in (Adjoint(), Direct()):
         torch.manual_seed(0)
-        model = LatentODE(rtol=1e-11, atol=1e-11, adjoint=adjoint).double()
+        model = LatentODE(solver=SolverConfig(rtol=1e-11, atol=1e-11, gradient=gradient)).double()
         torch.manual_seed(1)  # the same reparameterisation noise
         terms = model.elbo(x.double(), index, spirals.times[: SMALL.window].double(), 0.1)
         grads.append(torch.autograd.grad(terms.elbo, list(model.parameters())))
@@ -107,7 +108,7 @@ def test_a_few_adam_steps_raise_the_elbo():
     spirals, x, index = _batch()
     times = spirals.times[: SMALL.window]
     torch.manual_seed(0)
-    model = LatentODE(rtol=1e-3, atol=1e-4, adjoint=False)
+    model = LatentODE(solver=SolverConfig(rtol=1e-3, atol=1e-4, gradient=Direct()))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
     def loss() -> torch.Tensor:
@@ -124,7 +125,7 @@ def test_a_few_adam_steps_raise_the_elbo():
 
 def test_poisson_head_with_a_constant_rate_gives_the_closed_form_likelihood():
     torch.manual_seed(0)
-    model = LatentODE(rtol=1e-8, atol=1e-8, event_rate=True).double()
+    model = LatentODE(solver=SolverConfig(rtol=1e-8, atol=1e-8), event_rate=True).double()
     with torch.no_grad():
         for p in model.log_rate.parameters():
             p.zero_()

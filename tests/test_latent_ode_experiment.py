@@ -82,6 +82,15 @@ def test_table2_and_figures_from_the_smoke_runs(smoke_runs, tmp_path):
         assert (out / name).stat().st_size > 10_000
 
 
+def test_the_gradient_is_the_solver_group_s_and_an_override_selects_the_adjoint(smoke_runs, tmp_path):
+    direct = json.loads((smoke_runs / "runs/latent_ode/smoke/latent_ode/n30/default/result.json").read_text())
+    assert direct["config"]["solver"]["gradient"] == "direct" and direct["final"]["train_nfe_backward"] == 0
+    _run(tmp_path, "num_observed=30", "solver.gradient=adjoint", *SMALL)
+    run_dir = tmp_path / "runs/latent_ode/smoke/latent_ode/n30/solver.gradient=adjoint"
+    adjoint = json.loads((run_dir / "result.json").read_text())
+    assert adjoint["config"]["solver"]["gradient"] == "adjoint" and adjoint["final"]["train_nfe_backward"] > 0
+
+
 def test_bad_settings_fail_before_any_work(tmp_path):
     done = _run(tmp_path, "net=lstm", *SMALL, check=False)
     assert done.returncode != 0 and "net must be one of" in done.stderr

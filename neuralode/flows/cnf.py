@@ -4,23 +4,22 @@
 matching); ``log_prob`` integrates data from t1 back to t0 and returns log p(x) = log N(z(t0)) - Delta
 (maximum likelihood). The trace is the field's closed form (``HyperPlanarField``), exact by autograd, or
 Hutchinson's estimate with noise drawn once per solve, so the forward and adjoint solves see the same noise.
+How it solves and differentiates is one frozen :class:`~neuralode.SolverConfig`; :meth:`CNF.with_solver`
+and :meth:`CNF.with_trace` give a flow sharing the parameters with other settings (nothing is reassigned).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from ..odeint import odeint, odeint_adjoint
-from ..solver_config import check_solver_settings
+from ..solver_config import SolverConfig
 from ..stats import SolveStats
 from .base import check_points, check_positive_int, standard_normal_logprob
 from .trace import NOISE_KINDS, exact_trace, hutchinson_trace, sample_noise
 
 TRACE_METHODS = ("closed_form", "exact", "hutchinson")
+DEFAULT_SOLVER = SolverConfig(rtol=1e-5, atol=1e-5)  # dopri5, adjoint gradients: the paper's CNF tolerance
 
 
 class CNFDynamics:
@@ -56,8 +55,8 @@ class CNF(nn.Module):
             also have ``forward_with_trace(t, z) -> (f, tr(df/dz))`` (``HyperPlanarField`` does).
         trace: "closed_form", "exact" (d autograd passes) or "hutchinson" (one vector-Jacobian product).
         noise: Hutchinson's noise, "gaussian" or "rademacher".
-        method, rtol, atol, options: the solver (see :func:`neuralode.odeint`); adjoint: gradients by
-            the adjoint method (O(1) memory) rather than through the solver.
+        solver: how to solve and differentiate (method, tolerances, options, gradient strategy); the
+            default is dopri5 at rtol = atol = 1e-5 with the adjoint.
 
     ``last_stats`` holds the last solve's :class:`SolveStats` (what the training loop logs as NFE).
     """
@@ -69,11 +68,7 @@ class CNF(nn.Module):
         t1: float = 1.0,
         trace: str = "exact",
         noise: str = "gaussian",
-        method: str = "dopri5",
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        adjoint: bool = True,
-        options: Mapping[str, Any] | None = None,
+        solver: SolverConfig = DEFAULT_SOLVER,
     ) -> None:
         super().__init__()
         if not isinstance(func, nn.Module):
@@ -88,26 +83,34 @@ class CNF(nn.Module):
             raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         if not t1 > 0:
             raise ValueError(f"t1 must be > 0, got {t1!r}")
-        check_solver_settings(method, rtol, atol, options)  # at construction, not at the first solve
+        if not isinstance(solver, SolverConfig):
+            raise TypeError(
+                f"solver must be a neuralode.SolverConfig, got {type(solver).__name__} "
+                "(from a config mapping: SolverConfig.from_dict)"
+            )
         self.func, self.dim, self.t1 = func, check_positive_int(dim, "dim"), float(t1)
-        self.trace, self.noise = trace, noise
-        self.method, self.rtol, self.atol, self.adjoint = method, rtol, atol, adjoint
-        self.options = None if options is None else dict(options)
+        self.trace, self.noise, self.solver = trace, noise, solver
         self.last_stats = SolveStats()
+
+    def with_solver(self, solver: SolverConfig) -> CNF:
+        """This flow (the same ``func``, so the same parameters) solved by another ``solver``."""
+        return self._sharing(self.trace, solver)
+
+    def with_trace(self, trace: str) -> CNF:
+        """This flow (the same ``func`` and solver) with another trace method, e.g. exact for evaluation."""
+        return self._sharing(trace, self.solver)
+
+    def _sharing(self, trace: str, solver: SolverConfig) -> CNF:
+        flow = CNF(self.func, self.dim, self.t1, trace=trace, noise=self.noise, solver=solver)
+        return flow.train(self.training)
 
     def solve(self, z: Tensor, logp: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
         """[z, log p] at each of ``times`` (shape (T,)), starting from (z, logp) at times[0]."""
         noise = sample_noise(z, self.noise) if self.trace == "hutchinson" else None
         dynamics = CNFDynamics(self.func, self.trace, noise)
         stats = SolveStats()
-        common = {"rtol": self.rtol, "atol": self.atol, "method": self.method, "options": self.options}
-        if self.adjoint:
-            params = tuple(p for p in self.func.parameters() if p.requires_grad)
-            zs, logps = odeint_adjoint(
-                dynamics, (z, logp), times, adjoint_params=params, stats=stats, **common
-            )
-        else:
-            zs, logps = odeint(dynamics, (z, logp), times, stats=stats, **common)
+        params = tuple(p for p in self.func.parameters() if p.requires_grad)  # what an adjoint needs
+        zs, logps = self.solver.solve(dynamics, (z, logp), times, params=params, stats=stats)
         self.last_stats = stats
         return zs, logps
 
@@ -137,4 +140,4 @@ class CNF(nn.Module):
         return self.solve(z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device), times)[0]
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, t1={self.t1}, trace={self.trace!r}, method={self.method!r}, rtol={self.rtol}"
+        return f"dim={self.dim}, t1={self.t1}, trace={self.trace!r}, {self.solver.describe()}"

@@ -4,21 +4,21 @@ An RNN run backwards in time over the observations (with the time gaps as input)
 ODE solve from z_t0 gives the latent state at every requested time; a decoder maps each latent state to
 the observation space. Training maximises the ELBO. An optional event-rate head lambda(z(t)) adds the
 Poisson process likelihood of Section 5.1, its integral carried as one more state of the same solve.
+How that solve runs and is differentiated is one frozen :class:`~neuralode.SolverConfig`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..odeint import odeint, odeint_adjoint
-from ..solver_config import check_solver_settings
+from ..solver_config import SolverConfig
 from ..stats import SolveStats
+
+PAPER_SOLVER = SolverConfig(rtol=1.5e-8, atol=1.5e-8)  # dopri5 with the adjoint, the paper's tolerance
 
 
 def time_gaps(times: Tensor) -> Tensor:
@@ -121,8 +121,9 @@ class LatentODE(nn.Module):
     """Encoder, ODE dynamics and decoder (the paper's sizes are the defaults: 4 / 25 / 20 / 20).
 
     Observations are given as values ``x`` (b, n, obs_dim) and their positions ``index`` (b, n) on a time
-    grid ``times`` (T,) shared by the batch, with ``times[0] = t0``; one solve serves the whole batch.
-    ``last_stats`` holds the last solve's :class:`SolveStats` (for NFE logging).
+    grid ``times`` (T,) shared by the batch, with ``times[0] = t0``; one solve serves the whole batch,
+    by ``solver`` (method, tolerances, gradient strategy; the paper's by default). ``last_stats`` holds
+    the last solve's :class:`SolveStats` (for NFE logging).
     """
 
     def __init__(
@@ -133,18 +134,19 @@ class LatentODE(nn.Module):
         dynamics_hidden: int = 20,
         decoder_hidden: int = 20,
         *,
-        method: str = "dopri5",
-        rtol: float = 1.5e-8,
-        atol: float = 1.5e-8,
-        options: Mapping[str, Any] | None = None,
-        adjoint: bool = True,
+        solver: SolverConfig = PAPER_SOLVER,
         event_rate: bool = False,
         rate_hidden: int = 20,
         encoder_cell: str = "rnn",
         decoder_activation: str = "relu",
     ) -> None:
         super().__init__()
-        check_solver_settings(method, rtol, atol, options)  # at construction, not at the first solve
+        if not isinstance(solver, SolverConfig):
+            raise TypeError(
+                f"solver must be a neuralode.SolverConfig, got {type(solver).__name__} "
+                "(from a config mapping: SolverConfig.from_dict)"
+            )
+        self.solver = solver
         self.latent_dim = latent_dim
         self.encoder = RecognitionRNN(latent_dim, obs_dim, encoder_hidden, encoder_cell)
         self.dynamics = LatentDynamics(latent_dim, dynamics_hidden)
@@ -153,8 +155,6 @@ class LatentODE(nn.Module):
         self.ode_func: nn.Module = (
             self.dynamics if self.log_rate is None else RateAugmentedDynamics(self.dynamics, self.log_rate)
         )
-        self.method, self.rtol, self.atol, self.adjoint = method, rtol, atol, adjoint
-        self.options = None if options is None else dict(options)
         self.last_stats = SolveStats()
 
     def posterior(
@@ -167,11 +167,7 @@ class LatentODE(nn.Module):
         """``(T, b, latent_dim [+1])``: the latent state (and the intensity's integral) at every time."""
         state = z0 if self.log_rate is None else torch.cat([z0, z0.new_zeros(z0.shape[0], 1)], dim=-1)
         stats = SolveStats()
-        kwargs = dict(rtol=self.rtol, atol=self.atol, method=self.method, options=self.options, stats=stats)
-        if self.adjoint:
-            out = odeint_adjoint(self.ode_func, state, times, **kwargs)
-        else:
-            out = odeint(self.ode_func, state, times, **kwargs)
+        out = self.solver.solve(self.ode_func, state, times, stats=stats)
         self.last_stats = stats
         return out
 
@@ -226,6 +222,9 @@ class LatentODE(nn.Module):
         if self.log_rate is None:
             raise ValueError("intensity needs the event-rate head: build LatentODE(..., event_rate=True)")
         return self.log_rate(path[..., : self.latent_dim]).exp().squeeze(-1).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return self.solver.describe()
 
     @property
     def nfe_forward(self) -> int:
