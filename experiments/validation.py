@@ -8,7 +8,8 @@ bad point stops the sweep before any job runs (local, submitit-local or SLURM la
 
 A check function takes the job's config and raises :class:`ConfigError`; :class:`Checker` has the typed
 checks (integers, numbers, choices) and runs the library's own solver checks
-(:func:`neuralode.solver_settings.check_solver_settings`), so the rules live in one place.
+(:func:`neuralode.solver_config.check_solver_settings`, and building a :class:`neuralode.SolverConfig`
+from a ``solver`` group), so the rules live in one place.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from neuralode.solver_settings import check_solver_settings
+from neuralode import SolverConfig
+from neuralode.solver_config import check_solver_settings
 from neuralode.training import TrainerConfig
 
 EXIT_CODE = 2  # what argparse and most CLIs use for a usage error
@@ -132,6 +134,36 @@ class Checker:
             name = "method" if name == "adjoint_method" else name
             raise ConfigError(key[name], values[name], str(error)) from None
 
+    def solver_config(self, prefix: str) -> SolverConfig:
+        """The ``solver`` group under ``prefix`` as the :class:`~neuralode.SolverConfig` it builds (the
+        library's checks); a failure names the key: ``prefix.gradient``, ``prefix.adjoint.rtol``, ..."""
+        settings = self.get(prefix)
+        if not isinstance(settings, dict):
+            raise ConfigError(prefix, settings, f"{prefix} must be a solver group (configs/solver/)")
+        gradient = settings.get("gradient", "adjoint")
+        if gradient not in GRADIENTS:
+            raise ConfigError(
+                f"{prefix}.gradient", gradient, f"{prefix}.gradient must be one of {', '.join(GRADIENTS)}"
+            )
+        for name in ("options", "adjoint"):
+            if not isinstance(settings.get(name) or {}, dict):
+                raise ConfigError(f"{prefix}.{name}", settings[name], f"{prefix}.{name} must be a mapping")
+        unknown = sorted(set(settings.get("adjoint") or {}) - {"rtol", "atol", "method", "options"})
+        if unknown:
+            why = f"unknown key(s) {unknown}: the backward solve takes rtol, atol, method, options"
+            raise ConfigError(f"{prefix}.adjoint", settings["adjoint"], why)
+        if gradient == "checkpoint":
+            self.integer(f"{prefix}.checkpoint_every", 1)
+        try:
+            return SolverConfig.from_dict(settings)
+        except (TypeError, ValueError) as error:
+            name = _SOLVER_KEYS.get(getattr(error, "argument", "method"), "method")
+            own = settings.get("adjoint") or {}
+            if name.startswith("adjoint.") and not own.get(name.split(".")[1]):
+                name = name.split(".")[1]  # the backward solve took the forward setting
+            key = f"{prefix}.{name}"
+            raise ConfigError(key, OmegaConf.select(self.cfg, key), str(error)) from None
+
     def method(self, key: str) -> None:
         """A solver method used with its default options (the library's check)."""
         value = self.get(key)
@@ -142,6 +174,13 @@ class Checker:
 
 
 _ABSENT = object()
+GRADIENTS = ("direct", "adjoint", "checkpoint")  # a solver group's ``gradient`` (neuralode.gradients)
+# SolverConfig's failing setting (the error's ``argument``) -> its key in a solver group
+_SOLVER_KEYS = {
+    "method": "method", "rtol": "rtol", "atol": "atol", "options": "options",
+    "adjoint_method": "adjoint.method", "adjoint_options": "adjoint.options",
+    "adjoint_rtol": "adjoint.rtol", "adjoint_atol": "adjoint.atol",
+}  # fmt: skip
 
 
 def _range(low: Any, high: Any, open_low: bool = False, open_high: bool = False) -> str:
