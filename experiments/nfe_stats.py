@@ -1,29 +1,28 @@
-"""NFE statistics of a trained MNIST ODE-Net (Figure 3): ``python -m experiments.nfe_stats profile=quick``.
+"""NFE statistics of a trained MNIST ODE-Net (Figure 3): ``python -m experiments.nfe_stats checkpoint=PATH``.
 
-For each tolerance: error of the ODE block's output against a tight float64 reference, median forward
-time, forward NFE, backward (adjoint) NFE with the default norm and the seminorm, and the test error.
-Each tolerance's measurement is stored as a point file, so a Hydra multirun over ``solver.rtol`` and a
-single sweeping run feed the same figure; after every run the figure is redrawn from all points.
+``checkpoint`` is a trained ODE-Net's ``checkpoint.pt`` (``make figure3`` trains one and passes it), or
+``untrained``. For each tolerance: error of the ODE block's output against a tight float64 reference, median
+forward time, forward NFE, backward (adjoint) NFE with the default norm and the seminorm, and the test
+error. Each tolerance's measurement is stored as a point file, so a Hydra multirun over ``rtol`` and a
+single sweeping run feed the same figure, which scripts/make_figure3.py draws from the points.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
-from hydra.utils import get_original_cwd
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
+from experiments.solver_group import check_solver_group
 from experiments.validation import Checker, ConfigError, check_common
-from neuralode.analysis import measure_tolerance, reference_outputs
-from neuralode.analysis.figure3 import read_training_nfe, write_figure3
+from neuralode import Adjoint, SolverConfig
+from neuralode.analysis import at_tolerance, fit_ratio, measure_tolerance, reference_outputs
 from neuralode.data import ImageBatches, load_mnist
 from neuralode.models.mnist import build_mnist_model
 from neuralode.training import (
@@ -35,84 +34,55 @@ from neuralode.training import (
 )
 from neuralode.training.classification import classification_error
 
+TRAIN = ("train one with `python -m experiments.mnist model=odenet` (make figure3 does), "
+         "or pass checkpoint=untrained")  # fmt: skip
+NOT_ADJOINT = "Figure 3 measures the adjoint's backward NFE: solver.gradient must be adjoint"
+INTEGERS = ("untrained_channels", "batch_size", "test_batch_size", "repeats", "profile.nfe_stats.batches")
+
 
 def validate_config(cfg: DictConfig) -> None:
-    """Types and ranges of every setting, the method by the library's check; raises ConfigError.
+    """Types and ranges of every setting, the solver by the library's checks; raises ConfigError.
 
     Runs before Hydra makes the run folder (``hydra.callbacks.validate`` in configs/nfe_stats.yaml)."""
     check = Checker(cfg)
     check_common(check)
-    check.method("solver.method")
-    check.number("solver.rtol", 0, 1, open_low=True, open_high=True, optional=True)
+    if not isinstance(check_solver_group(check).gradient, Adjoint):
+        raise ConfigError("solver.gradient", check.get("solver.gradient"), NOT_ADJOINT)
+    check.number("rtol", 0, 1, open_low=True, open_high=True, optional=True)
     tolerances = check.get("tolerances")
     if not isinstance(tolerances, list) or not tolerances:
         raise ConfigError(
             "tolerances", tolerances, "tolerances must be a non-empty list of numbers in (0, 1)"
         )
-    for i in range(len(tolerances)):
-        check.number(f"tolerances[{i}]", 0, 1, open_low=True, open_high=True)
-    check.number("reference_rtol", 0, 1, open_low=True, open_high=True)
-    check.boolean("train_if_missing")
-    for key in (
-        "untrained_channels",
-        "batch_size",
-        "test_batch_size",
-        "repeats",
-        "profile.nfe_stats.batches",
-    ):
+    for key in [f"tolerances[{i}]" for i in range(len(tolerances))] + ["reference_rtol"]:
+        check.number(key, 0, 1, open_low=True, open_high=True)
+    for key in INTEGERS:
         check.integer(key, 1)
     check.integer("profile.nfe_stats.accuracy_batches", 1, optional=True)
-    if not isinstance(check.get("checkpoint"), str):
-        raise ConfigError("checkpoint", check.get("checkpoint"), "checkpoint must be a path or untrained")
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ConfigError("checkpoint", "???", f"checkpoint must be an ODE-Net's checkpoint.pt: {TRAIN}")
+    checkpoint = check.get("checkpoint")
+    if not isinstance(checkpoint, str) or (checkpoint != "untrained" and not Path(checkpoint).is_file()):
+        raise ConfigError("checkpoint", checkpoint, f"no ODE-Net checkpoint there: {TRAIN}")
 
 
-def default_checkpoint(cfg: DictConfig) -> Path:
-    """Where ``make table1``/``make figure3`` leave the ODE-Net of this profile."""
-    return (
-        Path(get_original_cwd())
-        / "runs"
-        / "mnist"
-        / cfg.profile.name
-        / "odenet"
-        / "default"
-        / "checkpoint.pt"
-    )
-
-
-def train_odenet(cfg: DictConfig) -> None:
-    """Train this profile's MNIST ODE-Net (resuming one that was interrupted), as ``make figure3`` does."""
-    command = [sys.executable, "-m", "experiments.mnist", "model=odenet", f"profile={cfg.profile.name}",
-               f"data_dir={cfg.data_dir}", f"device={cfg.device}"]  # fmt: skip
-    print(f"no ODE-Net checkpoint yet: training it first ({' '.join(command[1:])})", flush=True)
-    subprocess.run(command, check=True, cwd=get_original_cwd())
-
-
-def load_odenet(
-    cfg: DictConfig, device: torch.device
-) -> tuple[torch.nn.Module, str, Path | None, int | None]:
-    """The ODE-Net to study, its description (with the checkpoint's hash), run folder, batches per epoch."""
+def load_odenet(cfg: DictConfig, solver: SolverConfig, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """The ODE-Net to study, solving with ``solver``, and what each point records about it: a description
+    (with the checkpoint's hash), its training run folder and batches per epoch (for panel (d))."""
     if cfg.checkpoint == "untrained":
-        model = build_mnist_model("odenet", channels=cfg.untrained_channels, method=cfg.solver.method)
+        model = build_mnist_model("odenet", channels=cfg.untrained_channels, solver=solver)
         description = f"untrained ODE-Net ({cfg.untrained_channels} channels, seed {cfg.seed})"
-        return model.to(device), description, None, None
+        return model.to(device), {"model": description, "mnist_run": None, "batches_per_epoch": None}
     checkpoint = Path(cfg.checkpoint)
-    if not checkpoint.exists() and checkpoint == default_checkpoint(cfg) and cfg.train_if_missing:
-        train_odenet(cfg)
-    if not checkpoint.exists():
-        raise FileNotFoundError(
-            f"no ODE-Net checkpoint at {checkpoint}: train one with `python -m experiments.mnist "
-            f"model=odenet profile={cfg.profile.name}` (make figure3 does this first), or pass "
-            "checkpoint=untrained"
-        )
     digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]
     state = load_checkpoint(checkpoint, map_location="cpu")  # weights_only, checksum verified
     settings = state["settings"]
-    model = build_mnist_model(
-        "odenet", channels=int(settings.get("model.channels", 64)), method=cfg.solver.method
-    )
+    model = build_mnist_model("odenet", channels=int(settings.get("model.channels", 64)), solver=solver)
     model.load_state_dict(state["model"])
-    description = f"ODE-Net trained {state['epoch']} epochs ({checkpoint}, sha256 {digest})"
-    return model.to(device), description, checkpoint.parent, int(settings["batches_per_epoch"])
+    return model.to(device), {
+        "model": f"ODE-Net trained {state['epoch']} epochs ({checkpoint}, sha256 {digest})",
+        "mnist_run": str(checkpoint.parent), "batches_per_epoch": int(settings["batches_per_epoch"]),
+    }  # fmt: skip
 
 
 def point_name(rtol: float) -> str:
@@ -121,51 +91,42 @@ def point_name(rtol: float) -> str:
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
-    """Measure the configured tolerances, store them as points, redraw the figure from all points."""
+    """Measure the configured tolerances and store each as a point; returns the points and their ratio."""
     validate_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    tolerances = (
-        [float(cfg.solver.rtol)] if cfg.solver.rtol is not None else [float(t) for t in cfg.tolerances]
-    )
-    if any(not 0 < t < 1 for t in tolerances):
-        raise ValueError(f"tolerances must be in (0, 1), got {tolerances}")
-    model, description, mnist_run, batches_per_epoch = load_odenet(cfg, device)
+    solver = SolverConfig.from_dict(cfg.solver)
+    tolerances = [float(cfg.rtol)] if cfg.rtol is not None else [float(t) for t in cfg.tolerances]
+    model, about = load_odenet(cfg, solver, device)
     model.eval()
     profile = cfg.profile.nfe_stats
     images, labels = load_mnist(cfg.data_dir, train=False)
-    batches = list(
-        ImageBatches(images, labels, cfg.batch_size, max_batches=profile.batches, device=device).epoch(0)
-    )
+    batches = ImageBatches(images, labels, cfg.batch_size, max_batches=profile.batches, device=device)
     with torch.no_grad():
-        inputs = [model.stem(x) for x, _ in batches]
-    targets = [y for _, y in batches]
+        inputs, targets = zip(*((model.stem(x), y) for x, y in batches.epoch(0)), strict=True)
     references = reference_outputs(model.features, inputs, cfg.reference_rtol)
-    test = ImageBatches(
-        images, labels, cfg.test_batch_size, max_batches=profile.accuracy_batches, device=device
-    )
+    test = ImageBatches(images, labels, cfg.test_batch_size, max_batches=profile.accuracy_batches,
+                        device=device)  # fmt: skip
 
-    def classify(rtol: float) -> float:
-        model.features.rtol = model.features.atol = rtol
-        return classification_error(model, test.epoch(0))["error"]
+    def classify(rtol: float) -> float:  # the whole model at this tolerance; ``model`` is left as it is
+        return classification_error(model.with_solver(at_tolerance(solver, rtol)), test.epoch(0))["error"]
 
     metadata = {
-        **run_metadata(device, cfg.seed), "profile": cfg.profile.name, "model": description,
-        "method": cfg.solver.method, "reference_rtol": cfg.reference_rtol, "batches": len(inputs),
-        "batch_size": cfg.batch_size, "repeats": cfg.repeats, "mnist_run": str(mnist_run),
+        **run_metadata(device, cfg.seed), "profile": cfg.profile.name, **about, "method": solver.method,
+        "reference_rtol": cfg.reference_rtol, "batches": len(inputs), "batch_size": cfg.batch_size,
+        "repeats": cfg.repeats,
     }  # fmt: skip
-    points_dir = Path(cfg.points_dir)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(Path(run_dir) / "tb"))
+    writer, points = SummaryWriter(str(Path(run_dir) / "tb")), []
     for rtol in tolerances:
         point = measure_tolerance(model.features, model.head, inputs, targets, references, rtol, classify,
                                   repeats=cfg.repeats).as_dict()  # fmt: skip
-        atomic_write_json(points_dir / point_name(rtol), {**point, **metadata})
-        step = round(-math.log10(rtol) * 100)
+        atomic_write_json(Path(cfg.points_dir) / point_name(rtol), {**point, **metadata})
+        points.append(point)
         for key, value in point.items():
             if key != "rtol":
-                writer.add_scalar(f"sweep/{key}", value, step)
+                writer.add_scalar(f"sweep/{key}", value, round(-math.log10(rtol) * 100))
         writer.add_hparams({"rtol": rtol}, {f"hparam/{k}": v for k, v in point.items() if k != "rtol"},
                            run_name=f"rtol={rtol:.0e}")  # fmt: skip
         nfe = f"NFE forward {point['nfe_forward']:.1f}, backward {point['nfe_backward']:.1f}"
@@ -173,23 +134,15 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
               f"{point['relative_error']:.2e}, {point['forward_seconds']:.4f} s, test error "
               f"{100 * point['test_error']:.2f}%", flush=True)  # fmt: skip
     writer.close()
-    points = [json.loads(path.read_text()) for path in sorted(points_dir.glob("rtol=*.json"))]
-    setup = ("model", "method", "batch_size", "batches", "reference_rtol")
-    same_model = [p for p in points if all(p[key] == metadata[key] for key in setup)]
-    training = read_training_nfe(mnist_run) if mnist_run is not None else {
-        "epoch": [], "epoch_nfe": [], "iteration": [], "iteration_nfe": []}  # fmt: skip
-    ratios = write_figure3(same_model, training, batches_per_epoch, metadata, cfg.out_dir)
-    print(f"backward/forward NFE ratio: {ratios['ratio_default']:.2f} (default norm), "
-          f"{ratios['ratio_seminorm']:.2f} (seminorm) over {len(same_model)} tolerances -> "
-          f"{cfg.out_dir}")  # fmt: skip
-    return {"points": same_model, **ratios}
+    ratio = fit_ratio([p["nfe_forward"] for p in points], [p["nfe_backward"] for p in points])
+    print(f"backward/forward NFE ratio {ratio:.2f} over {len(points)} tolerance(s); points in "
+          f"{cfg.points_dir} (scripts/make_figure3.py draws Figure 3 from them)")  # fmt: skip
+    return {"points": points, "ratio_default": ratio}
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="nfe_stats")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the fitted backward/forward NFE ratio (default norm)."""
-    from hydra.core.hydra_config import HydraConfig
-
+    """Hydra entry point; returns the fitted backward/forward NFE ratio (default norm) of this run."""
     return run(cfg, HydraConfig.get().runtime.output_dir)["ratio_default"]
 
 

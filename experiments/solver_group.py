@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.validation import Checker, ConfigError
 from neuralode import SolverConfig
 
-GRADIENTS = ("direct", "adjoint", "checkpoint")
+GRADIENTS = ("direct", "adjoint", "checkpoint")  # a solver group's ``gradient`` (neuralode.gradients)
 ADJOINT_KEYS = ("rtol", "atol", "method", "options")
 # SolverConfig's name of a failing setting (the error's ``argument``) -> its key in the solver group
 KEYS = {
@@ -22,20 +22,30 @@ KEYS = {
 
 
 def check_solver_group(check: Checker, prefix: str = "solver") -> SolverConfig:
-    """The SolverConfig the group at ``prefix`` describes; raises ConfigError naming the bad key."""
+    """The SolverConfig the group at ``prefix`` describes (the library's own checks); a failure is a
+    ConfigError naming the key: ``prefix.gradient``, ``prefix.adjoint.rtol``, ..."""
+    settings = check.get(prefix)
+    if not isinstance(settings, dict):
+        raise ConfigError(prefix, settings, f"{prefix} must be a solver group (configs/solver/)")
     check.choice(f"{prefix}.gradient", GRADIENTS)
-    check.integer(f"{prefix}.checkpoint_every", 1)
-    adjoint = check.get(f"{prefix}.adjoint") or {}
-    unknown = sorted(set(adjoint) - set(ADJOINT_KEYS))
+    for name in ("options", "adjoint"):
+        if not isinstance(settings.get(name) or {}, dict):
+            raise ConfigError(f"{prefix}.{name}", settings[name], f"{prefix}.{name} must be a mapping")
+    unknown = sorted(set(settings.get("adjoint") or {}) - set(ADJOINT_KEYS))
     if unknown:
-        reason = f"unknown key(s) {unknown}: the backward solve takes {', '.join(ADJOINT_KEYS)}"
-        raise ConfigError(f"{prefix}.adjoint", adjoint, reason)
+        why = f"unknown key(s) {unknown}: the backward solve takes {', '.join(ADJOINT_KEYS)}"
+        raise ConfigError(f"{prefix}.adjoint", settings["adjoint"], why)
+    if settings.get("gradient") == "checkpoint":
+        check.integer(f"{prefix}.checkpoint_every", 1)
     try:
-        return SolverConfig.from_dict(check.get(prefix))
+        return SolverConfig.from_dict(settings)
     except (TypeError, ValueError) as error:
-        key = f"{prefix}.{KEYS.get(getattr(error, 'argument', ''), 'method')}"
-        value = OmegaConf.select(check.cfg, key, default=None, throw_on_resolution_failure=False)
-        raise ConfigError(key, value, str(error)) from None
+        name = KEYS.get(getattr(error, "argument", "method"), "method")
+        own = settings.get("adjoint") or {}
+        if name.startswith("adjoint.") and not own.get(name.split(".")[1]):
+            name = name.split(".")[1]  # the backward solve took the forward setting
+        key = f"{prefix}.{name}"
+        raise ConfigError(key, OmegaConf.select(check.cfg, key, default=None), str(error)) from None
 
 
 def solver_of(cfg: DictConfig) -> SolverConfig:

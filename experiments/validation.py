@@ -1,29 +1,19 @@
-"""Whole-config validation before Hydra makes any folder: one ``error: key=value: why`` line, exit code 2.
+"""Config checks: :class:`ConfigError` (one ``key=value: why`` line) and :class:`Checker`, the typed
+checks (integers, numbers, choices, fractions) an experiment's ``validate_config`` is written with.
 
-Hydra creates a run's output folder before it calls the task function, so each experiment's config
-registers :class:`ValidateConfig` as a Hydra callback (``hydra.callbacks.validate``) naming its check
-function (``experiments.<name>.validate_config``). ``on_run_start`` checks the composed config;
-``on_multirun_start`` composes and checks every job of the sweep, before the sweep folder exists, so one
-bad point stops the sweep before any job runs (local, submitit-local or SLURM launcher alike).
-
-A check function takes the job's config and raises :class:`ConfigError`; :class:`Checker` has the typed
-checks (integers, numbers, choices) and runs the library's own solver checks
-(:func:`neuralode.solver_config.check_solver_settings`), so the rules live in one place.
+The solver group is checked by the library itself (``experiments/solver_group.py``), and the checks run
+before Hydra makes any folder (``experiments/hydra_callback.py``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from neuralode.solver_config import check_solver_settings
 from neuralode.training import TrainerConfig
 
 EXIT_CODE = 2  # what argparse and most CLIs use for a usage error
@@ -109,37 +99,6 @@ class Checker:
         if not ok or value != sorted(value):
             raise ConfigError(key, value, f"{key} must be a list of increasing fractions in (0, 1)")
 
-    def solver(self, prefix: str, adjoint: bool = False, **keys: str) -> None:
-        """The solver settings under ``prefix`` (method, rtol, atol, options, adjoint_options), checked by
-        the library itself; ``keys`` renames a setting's key (``options=None`` style keys that are absent
-        are skipped)."""
-        names = {"method": "method", "rtol": "rtol", "atol": "atol", "options": "options",
-                 "adjoint_options": "adjoint_options", **keys}  # fmt: skip
-        key = {name: f"{prefix}.{names[name]}" for name in names}
-        present = {
-            name: OmegaConf.select(self.cfg, key[name], default=_ABSENT) is not _ABSENT for name in names
-        }
-        values = {name: self.get(key[name]) if present[name] else None for name in names}
-        options = values["options"] or None
-        adjoint_options = (values["adjoint_options"] or None) if adjoint else None
-        try:
-            check_solver_settings(
-                values["method"], values["rtol"], values["atol"], options,
-                adjoint_options=adjoint_options,
-            )  # fmt: skip
-        except (TypeError, ValueError) as error:
-            name = getattr(error, "argument", "method")
-            name = "method" if name == "adjoint_method" else name
-            raise ConfigError(key[name], values[name], str(error)) from None
-
-    def method(self, key: str) -> None:
-        """A solver method used with its default options (the library's check)."""
-        value = self.get(key)
-        try:
-            check_solver_settings(value, 1e-3, 1e-3)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(key, value, str(error)) from None
-
 
 _ABSENT = object()
 
@@ -175,56 +134,3 @@ def check_common(check: Checker) -> None:
             TrainerConfig(epochs=1, batches_per_epoch=1, precision=precision)
         except ValueError as error:
             raise ConfigError("precision", precision, str(error)) from None
-
-
-def report_and_exit(error: ConfigError) -> None:
-    """Print the one-line error to stderr and exit with :data:`EXIT_CODE`."""
-    print(f"error: {error}", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_CODE)
-
-
-def _job_configs(config: DictConfig) -> Iterable[DictConfig]:
-    """Every job's composed config of a multirun, as the basic sweeper will make them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    loader = GlobalHydra.instance().config_loader()
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{k}={v}" for k, v in params.items()]
-    arguments += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
-    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
-    for batch in BasicSweeper.split_arguments(parsed, None):
-        for overrides in batch:
-            yield loader.load_sweep_config(config, list(overrides))
-
-
-class ValidateConfig(Callback):
-    """Hydra callback: run ``check`` (a dotted path to ``check(cfg)``) before any folder is made."""
-
-    def __init__(self, check: str) -> None:
-        self.check: Callable[[DictConfig], None] = get_method(check)
-
-    def _validate(self, config: DictConfig) -> None:
-        try:
-            self.check(config)
-        except ConfigError as error:
-            report_and_exit(error)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Single run: the composed config."""
-        self._validate(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Multirun: every job's config, before the sweep folder exists."""
-        sweeper = str(config.hydra.sweeper.get("_target_", ""))
-        if not sweeper.endswith("BasicSweeper"):
-            return  # another sweeper (Optuna, ...) makes its own points: each job checks itself at start
-        from hydra.core.hydra_config import HydraConfig
-
-        try:
-            for job in _job_configs(config):
-                HydraConfig.instance().set_config(job)  # as Hydra's run_job does: ${hydra:...} resolves
-                self._validate(job)
-        finally:
-            HydraConfig.instance().set_config(config)

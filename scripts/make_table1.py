@@ -71,6 +71,7 @@ def markdown(
     solvers = {m: results[m]["solver"] for m in ("odenet", "rknet")}
     solver_text = "; ".join(
         f"{results[m]['label']}: {s['method']} at rtol={s['rtol']:g}, atol={s['atol']:g}"
+        + (f", gradient={s['gradient']}" if "gradient" in s else "")
         for m, s in solvers.items()
     )
     commits = sorted({r["commit"] for r in results.values()})

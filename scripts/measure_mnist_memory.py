@@ -6,7 +6,8 @@ step (forward, backward, update) on a batch of 128 training images, with the tra
 checkpoint when one exists (NFE depends on the weights). Memory is the step's peak above the memory in use
 just before it: on CPU the process's peak RSS, reset to the current RSS just before the step (Linux
 ``/proc/self/clear_refs``); on CUDA ``torch.cuda.max_memory_allocated``. Time is the median of 3
-further steps.
+further steps. RK-Net and ODE-Net solve with their run's solver group (its tolerance varied), the
+shipped config's (configs/model/) when there is no run.
 
     .venv/bin/python scripts/measure_mnist_memory.py --profile quick [--device cpu] [--rtols 1e-2 1e-3 1e-4]
 """
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from neuralode import SolverConfig
 from neuralode.data import ImageBatches, load_mnist
-from neuralode.models.mnist import MODEL_NAMES, build_mnist_model
+from neuralode.models.mnist import MODEL_NAMES, ODE_MODELS, build_mnist_model
 from neuralode.training import (
     atomic_write_json,
     current_rss_mb,
@@ -40,12 +42,28 @@ from neuralode.training.classification import classification_loss
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def model_solver(model: str, runs: Path) -> SolverConfig | None:
+    """The ODE block's solver of ``model`` (None for MLP and ResNet): its run's (``result.json``), else
+    the shipped config's (``model=<name>``: RK-Net and ODE-Net differ only in its gradient)."""
+    if model not in ODE_MODELS:
+        return None
+    result = runs / model / "default" / "result.json"
+    solver = json.loads(result.read_text()).get("solver") if result.exists() else None
+    if solver and "gradient" in solver:  # a run from before the solver group had a gradient: the config's
+        return SolverConfig.from_dict(solver)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return SolverConfig.from_dict(compose(config_name="mnist", overrides=[f"model={model}"]).solver)
+
+
 def measure_step(
-    model_name: str, rtol: float, checkpoint: Path | None, data_dir: str, device: torch.device
+    model_name: str, solver: SolverConfig | None, checkpoint: Path | None, data_dir: str, device: torch.device
 ) -> dict:
-    """One fresh-process measurement (see the module docstring)."""
+    """One fresh-process measurement (see the module docstring); ``solver``: the ODE block's, at the
+    tolerance under study (None for MLP and ResNet)."""
     torch.manual_seed(0)
-    model = build_mnist_model(model_name, rtol=rtol, atol=rtol).to(device)
+    model = build_mnist_model(model_name, solver=solver).to(device)
     if checkpoint is not None and checkpoint.exists():
         model.load_state_dict(
             load_checkpoint(checkpoint, map_location=device)["model"]
@@ -84,7 +102,7 @@ def measure_step(
         step()
         seconds.append(time.perf_counter() - start)
     return {
-        "model": model_name, "rtol": rtol, "nfe_forward": nfe[0], "nfe_backward": nfe[1],
+        "model": model_name, "nfe_forward": nfe[0], "nfe_backward": nfe[1],
         "peak_memory_mb": round(peak, 1), "seconds_per_step": statistics.median(seconds),
         "trained_weights": checkpoint is not None and checkpoint.exists(),
         "peak_reset": reset,
@@ -112,7 +130,10 @@ def main() -> None:
 
     if args.single:
         model, rtol = args.single[0], float(args.single[1])
-        print(json.dumps(measure_step(model, rtol, checkpoint(model), args.data_dir, device)))
+        solver = model_solver(model, runs)
+        solver = solver.replace(rtol=rtol, atol=rtol) if solver else None
+        row = measure_step(model, solver, checkpoint(model), args.data_dir, device)
+        print(json.dumps({**row, "rtol": rtol}))
         return
     points = [(model, 1e-3) for model in MODEL_NAMES]
     points += [(model, rtol) for model in ("rknet", "odenet") for rtol in args.rtols if rtol != 1e-3]

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from neuralode import ODEBlock
+from neuralode import Adjoint, ODEBlock, SolverConfig
 from neuralode.models.mnist import ConvODEFunc
 
 
@@ -27,8 +27,10 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device(args.device)
     for seminorm in (False, True):
-        block = ODEBlock(ConvODEFunc(), rtol=1e-3, atol=1e-3, adjoint=True,
-                         adjoint_options={"norm": "seminorm"} if seminorm else None).to(device)  # fmt: skip
+        gradient = Adjoint(options={"norm": "seminorm"} if seminorm else None)
+        block = ODEBlock(ConvODEFunc(), solver=SolverConfig(rtol=1e-3, atol=1e-3, gradient=gradient)).to(
+            device
+        )
         torch.manual_seed(0)
         x = torch.randn(args.batch, 64, 6, 6, device=device)
         start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Bad configs fail before Hydra makes any folder: exit code 2, one stderr line naming the key, no traceback.
 
-Also: ODEBlock, CNF and LatentODE refuse bad solver settings when built, with the library's own messages.
+Also: SolverConfig (what ODEBlock takes), CNF and LatentODE refuse bad solver settings when built, with the
+library's own messages; RK-Net's and ODE-Net's configs differ only in solver.gradient.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from experiments.validation import Checker, ConfigError
-from neuralode import SolverConfig
+from neuralode import Adjoint, Direct, ODEBlock, SolverConfig
 from neuralode.flows import CNF, ConcatMLPField
 from neuralode.models.latent_ode import LatentODE
-from neuralode.models.ode_block import ODEBlock
 from neuralode.solver_config import check_solver_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,8 +33,18 @@ CASES = [
     ("mnist", ["-m", "solver.rtol=1e-3,-1"], "solver.rtol=-1", "rtol must be"),
     ("cnf", ["solver.rtol=-1"], "solver.rtol=-1", "rtol must be"),
     ("latent_ode", ["solver.gradient=backprop"], "solver.gradient=backprop", "one of direct, adjoint"),
+    (
+        "mnist",
+        ["model=rknet", "solver.gradient=sideways"],
+        "solver.gradient=sideways",
+        "must be one of direct",
+    ),
+    # Table 1's sweep: its RK-Net job (the third) is refused before the MLP's and ResNet's run
+    ("mnist", ["-m", "experiment=table1", "solver.gradient=sideways"], "solver.gradient=sideways", "one of"),
     ("latent_ode", ["-m", "hydra/launcher=local", "net=rnn,latent_ode", "seed=abc"], "seed=abc", "integer"),
-    ("nfe_stats", ["-m", "solver.rtol=1e-3,abc"], "solver.rtol=abc", "number"),
+    ("nfe_stats", ["-m", "checkpoint=untrained", "rtol=1e-3,abc"], "rtol=abc", "number"),
+    ("nfe_stats", ["checkpoint=untrained", "solver.gradient=direct"], "solver.gradient=direct", "adjoint"),
+    ("nfe_stats", [], "checkpoint=???", "experiments.mnist model=odenet"),
 ]
 # In-process (composed as Hydra does, then the experiment's validate_config): the rest of the keys.
 COMPOSED = [
@@ -42,7 +52,19 @@ COMPOSED = [
     ("mnist", ["solver.atol=-1"], "solver.atol=-1", "atol must be"),
     ("mnist", ["solver.rtol=0", "solver.atol=0"], "solver.rtol=0", "both 0"),
     ("mnist", ["+solver.options.nope=1"], "solver.options=", "unknown key"),
-    ("mnist", ["+solver.adjoint_options.nrm=seminorm"], "solver.adjoint_options=", "unknown key"),
+    ("mnist", ["+solver.adjoint.options.nrm=seminorm"], "solver.adjoint.options=", "unknown key"),
+    ("mnist", ["+solver.adjoint.rtol=-1"], "solver.adjoint.rtol=-1", "adjoint_rtol must be"),
+    ("mnist", ["+solver.adjoint.method=nonsense"], "solver.adjoint.method=nonsense", "unknown"),
+    ("mnist", ["+solver.adjoint.nope=1"], "solver.adjoint=", "unknown key(s) ['nope']"),
+    (
+        "mnist",
+        ["solver.gradient=checkpoint", "solver.checkpoint_every=0"],
+        "solver.checkpoint_every=0",
+        ">= 1",
+    ),
+    ("mnist", ["solver.options=3"], "solver.options=3", "mapping"),
+    ("nfe_stats", ["checkpoint=nowhere.pt"], "checkpoint=nowhere.pt", "experiments.mnist model=odenet"),
+    ("nfe_stats", ["checkpoint=untrained", "tolerances=[]"], "tolerances=[]", "non-empty"),
     ("mnist", ["batch_size=0"], "batch_size=0", ">= 1"),
     ("mnist", ["optimizer.lr=-0.1"], "optimizer.lr=-0.1", "> 0"),
     ("mnist", ["model=resnet", "model.num_blocks=abc"], "model.num_blocks=abc", "integer"),
@@ -123,13 +145,21 @@ def test_the_checker_names_the_key_and_value():
         ({"options": {"first_step": -1.0}}, "options", "first_step"),
         ({"method": "rk4", "options": {"step_size": -0.1}}, "options", "step_size"),
         ({"rtol": 0, "atol": 0}, "rtol", "both 0"),
-        ({"adjoint_options": {"nrm": "seminorm"}}, "adjoint_options", "unknown key"),
+        ({"gradient": Adjoint(options={"nrm": "seminorm"})}, "adjoint_options", "unknown key"),
     ],
 )
-def test_odeblock_refuses_bad_solver_settings_at_construction(kwargs, argument, says):
+def test_the_solver_config_an_odeblock_takes_refuses_bad_settings_when_built(kwargs, argument, says):
     with pytest.raises((ValueError, TypeError), match=says) as info:
-        ODEBlock(nn.Linear(2, 2), **kwargs)
+        SolverConfig(**kwargs)
     assert info.value.argument == argument
+
+
+def test_odeblock_refuses_what_is_not_a_solver_config_or_an_interval():
+    with pytest.raises(TypeError, match="SolverConfig"):
+        ODEBlock(nn.Linear(2, 2), solver={"method": "dopri5"})
+    for t in ((0.0,), (1.0, 1.0), (0.0, float("inf"))):
+        with pytest.raises(ValueError, match="t must be"):
+            ODEBlock(nn.Linear(2, 2), t)
 
 
 def test_cnf_and_latent_ode_take_only_a_checked_solver_config():
@@ -151,5 +181,51 @@ def test_cnf_and_latent_ode_take_only_a_checked_solver_config():
 def test_good_solver_settings_pass():
     check_solver_settings("rk4", 1e-3, 1e-3, {"step_size": 0.1}, adjoint_options={"step_size": 0.2})
     check_solver_settings("dopri5", 1e-3, 1e-3, adjoint_options={"norm": "seminorm"})
-    ODEBlock(nn.Linear(2, 2), method="rk4", options={"step_size": 0.25}, adjoint_options={"step_size": 0.5})
-    ODEBlock(nn.Linear(2, 2), adjoint_options={"norm": "seminorm"})
+    adjoint = Adjoint(options={"step_size": 0.5})
+    ODEBlock(nn.Linear(2, 2), solver=SolverConfig("rk4", options={"step_size": 0.25}, gradient=adjoint))
+    ODEBlock(nn.Linear(2, 2), solver=SolverConfig(gradient=Adjoint(options={"norm": "seminorm"})))
+
+
+def _flat(cfg, prefix: str = "") -> dict:
+    """A config as {dotted key: value}, interpolations left as written."""
+    items = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            items.update(_flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def test_rknet_and_odenet_configs_differ_only_in_solver_gradient():
+    """Besides their names, the two Table 1 rows differ in one setting, whatever the solver group."""
+    for solver in ("dopri5", "rk4"):
+        flat = {}
+        for model in ("rknet", "odenet"):
+            with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+                cfg = compose(config_name="mnist", overrides=[f"model={model}", f"solver={solver}"])
+            flat[model] = _flat(OmegaConf.to_container(cfg, resolve=False))
+        assert flat["rknet"].keys() == flat["odenet"].keys()
+        differ = {key for key in flat["rknet"] if flat["rknet"][key] != flat["odenet"][key]}
+        assert differ == {"model.name", "model.label", "solver.gradient"}, differ
+        assert (flat["rknet"]["solver.gradient"], flat["odenet"]["solver.gradient"]) == ("direct", "adjoint")
+        mnist = importlib.import_module("experiments.mnist")
+        gradients = {}
+        for model in ("rknet", "odenet"):
+            with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+                cfg = compose(config_name="mnist", overrides=[f"model={model}", f"solver={solver}"])
+            gradients[model] = mnist.build_model(cfg).features.solver.gradient
+        assert gradients == {"rknet": Direct(), "odenet": Adjoint()}
+
+
+def test_the_table1_experiment_sweeps_the_four_models_into_their_usual_folders():
+    from experiments.hydra_callback import _job_configs
+    from neuralode.models.mnist import MODEL_NAMES
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="mnist", overrides=["experiment=table1", "profile=smoke"],
+                      return_hydra_config=True)  # fmt: skip
+        jobs = list(_job_configs(cfg))
+    assert [job.model.name for job in jobs] == list(MODEL_NAMES)
+    assert [job.solver.gradient for job in jobs[2:]] == ["direct", "adjoint"]
+    assert all(job.hydra.job.override_dirname == "" for job in jobs)  # runs/mnist/<profile>/<model>/default

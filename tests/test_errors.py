@@ -12,6 +12,7 @@ from neuralode import (
     MaxStepsExceededError,
     NonFiniteStateError,
     ODEBlock,
+    SolverConfig,
     SolverError,
     SolveStats,
     odeint,
@@ -190,7 +191,7 @@ def test_fixed_grid_counts_steps_on_the_grid():
 
 
 def test_ode_block_reports_the_last_call_only():
-    block = ODEBlock(Counting(), rtol=1e-6, atol=1e-6)
+    block = ODEBlock(Counting(), solver=SolverConfig(rtol=1e-6, atol=1e-6))
     x = torch.ones(4, 3, requires_grad=True)
     block(x).sum().backward()
     first = (block.nfe_forward, block.nfe_backward)

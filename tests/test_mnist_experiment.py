@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from neuralode.models.mnist import MODEL_NAMES
 from tests.fake_mnist import write_fake_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +101,17 @@ def test_multirun_over_models_puts_each_run_in_its_own_folder(tmp_path, data_dir
     for model in ("mlp", "resnet"):
         result = _result(_run_dir(tmp_path, model))
         assert result["model"] == model and len(result["history"]) == 1
+
+
+def test_the_table1_experiment_trains_the_four_models_rknet_direct_and_odenet_adjoint(tmp_path, data_dir):
+    """What ``make table1`` runs: one multirun (configs/experiment/table1.yaml), each model in its folder."""
+    _run(tmp_path, data_dir, "-m", "experiment=table1", "epochs=1")
+    results = {model: _result(_run_dir(tmp_path, model)) for model in MODEL_NAMES}
+    assert all(results[m]["model"] == m and len(results[m]["history"]) == 1 for m in MODEL_NAMES)
+    assert results["rknet"]["solver"]["gradient"] == "direct"
+    assert results["odenet"]["solver"]["gradient"] == "adjoint"
+    assert results["rknet"]["final"]["train_nfe_backward"] == 0  # backprop through the solver
+    assert results["odenet"]["final"]["train_nfe_backward"] > 0  # the adjoint's backward solve
 
 
 def test_missing_data_names_the_make_target(tmp_path):

@@ -118,7 +118,12 @@ def _ode_trainer(run_dir, precision: str):
     labels = torch.randint(0, 10, (64,), generator=generator)
     torch.manual_seed(0)
     field = LinearField(16)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), ODEBlock(field, adjoint=True), nn.Linear(16, 10))
+    model = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 16),
+        ODEBlock(field, solver=neuralode.SolverConfig(gradient=neuralode.Adjoint())),
+        nn.Linear(16, 10),
+    )
     train = ImageBatches(images, labels, 16, shuffle=True, seed=3)
     config = TrainerConfig(
         epochs=1, batches_per_epoch=len(train), progress=False, tensorboard=False, precision=precision

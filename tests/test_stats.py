@@ -8,7 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from neuralode import ODEBlock, PassCounts, SolveStats, odeint, odeint_adjoint
+from neuralode import (
+    Adjoint,
+    Direct,
+    ODEBlock,
+    PassCounts,
+    SolverConfig,
+    SolveStats,
+    odeint,
+    odeint_adjoint,
+)
 
 from .conftest import ALL_FIXED_METHODS, IMPLICIT_METHODS, METHODS
 
@@ -192,7 +201,8 @@ def test_single_output_time_does_no_evaluations(method):
 @pytest.mark.parametrize("adjoint", [True, False], ids=["adjoint", "backprop"])
 def test_ode_block_nfe_properties_equal_stats_and_func_calls(adjoint):
     f = CountingField()
-    block = ODEBlock(f, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=adjoint)
+    solver = SolverConfig("dopri5", rtol=1e-6, atol=1e-8, gradient=Adjoint() if adjoint else Direct())
+    block = ODEBlock(f, solver=solver)
     out = block(torch.randn(4, 2, dtype=F64, requires_grad=True))
     forward_calls = f.calls
     assert forward_calls > 0
@@ -212,7 +222,8 @@ def test_ode_block_nfe_properties_equal_stats_and_func_calls(adjoint):
 @pytest.mark.parametrize("adjoint", [True, False], ids=["adjoint", "backprop"])
 def test_ode_block_second_forward_replaces_the_counts(adjoint):
     f = CountingField()
-    block = ODEBlock(f, method="dopri5", rtol=1e-6, atol=1e-8, adjoint=adjoint)
+    solver = SolverConfig("dopri5", rtol=1e-6, atol=1e-8, gradient=Adjoint() if adjoint else Direct())
+    block = ODEBlock(f, solver=solver)
     block(torch.randn(4, 2, dtype=F64, requires_grad=True)).sum().backward()
     first_forward, first_backward = block.nfe_forward, block.nfe_backward
     assert first_forward > 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
 
+from neuralode import Adjoint, Direct, SolverConfig
 from neuralode.models.mnist import MODEL_NAMES
 from tests.fake_mnist import write_fake_mnist
 
@@ -56,6 +58,23 @@ def test_table_puts_ours_beside_the_papers_and_states_how_it_was_made():
 def test_memory_measurement_of_one_step(tmp_path):
     memory = _load("measure_mnist_memory")
     data = write_fake_mnist(tmp_path)
-    row = memory.measure_step("rknet", 1e-2, None, str(data), torch.device("cpu"))
+    solver = memory.model_solver("rknet", tmp_path / "no-runs")  # the shipped config's: direct gradient
+    assert solver.gradient == Direct() and memory.model_solver("odenet", tmp_path).gradient == Adjoint()
+    assert memory.model_solver("mlp", tmp_path) is None
+    row = memory.measure_step(
+        "rknet", solver.replace(rtol=1e-2, atol=1e-2), None, str(data), torch.device("cpu")
+    )
     assert row["nfe_forward"] > 0 and row["nfe_backward"] == 0
     assert row["peak_memory_mb"] > 0 and row["seconds_per_step"] > 0 and row["peak_reset"]
+
+
+def test_the_memory_measurement_takes_the_runs_solver(tmp_path):
+    memory = _load("measure_mnist_memory")
+    run = tmp_path / "odenet" / "default"
+    run.mkdir(parents=True)
+    solver = {"method": "rk4", "rtol": 1e-3, "atol": 1e-3, "options": {"step_size": 0.5},
+              "gradient": "adjoint", "adjoint": {}, "checkpoint_every": 1}  # fmt: skip
+    (run / "result.json").write_text(json.dumps({"solver": solver}))
+    assert memory.model_solver("odenet", tmp_path) == SolverConfig("rk4", options={"step_size": 0.5})
+    (run / "result.json").write_text(json.dumps({"solver": {"method": "rk4", "rtol": 1e-3, "atol": 1e-3}}))
+    assert memory.model_solver("odenet", tmp_path) == SolverConfig()  # an old run's: the shipped config's

@@ -9,7 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from neuralode.analysis.figure3 import read_training_nfe
+from neuralode.analysis import read_training_nfe
 from neuralode.data import ImageBatches
 from neuralode.data.batches import random_crop
 from neuralode.training import StepSchedule, Trainer, TrainerConfig, atomic_write_text, load_checkpoint

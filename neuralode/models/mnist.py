@@ -2,23 +2,24 @@
 
 Shapes follow the widely used reference implementation (the paper says only "downsample twice, then 6
 residual blocks"): a conv stem 28 -> 26 -> 13 -> 6 with 64 channels, GroupNorm(32), pre-activation
-residual blocks, and a norm-ReLU-pool-linear head. ODE-Net and RK-Net share one architecture and differ
-only in how gradients are computed: the adjoint method (O(1) memory) or backpropagation through the
-solver's operations (memory grows with the number of function evaluations).
+residual blocks, and a norm-ReLU-pool-linear head. ODE-Net and RK-Net are one network and differ only in
+their solver's gradient: the adjoint method (O(1) memory) or backpropagation through the solver's
+operations (memory grows with the number of function evaluations); the builder takes it from the
+:class:`~neuralode.SolverConfig` it is given, never from the model's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
+from ..solver_config import SolverConfig
 from .ode_block import ODEBlock
 
 MODEL_NAMES = ("mlp", "resnet", "rknet", "odenet")
-"""Names accepted by :func:`build_mnist_model`."""
+"""Names accepted by :func:`build_mnist_model` (Table 1's rows)."""
+ODE_MODELS = ("rknet", "odenet")
+"""The rows with an ODE block: the same network, told apart only by their solver's gradient."""
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -104,16 +105,30 @@ class MLP(nn.Module):
 
 
 class ConvClassifier(nn.Module):
-    """Stem, feature layers (residual blocks or one ODE block), head."""
+    """Stem, feature layers (residual blocks or one ODE block), head (``stem``/``head``: new ones if None)."""
 
-    def __init__(self, features: nn.Module, channels: int = 64) -> None:
+    def __init__(
+        self,
+        features: nn.Module,
+        channels: int = 64,
+        stem: nn.Module | None = None,
+        head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        self.stem = downsampling_stem(channels)
+        self.stem = downsampling_stem(channels) if stem is None else stem
         self.features = features
-        self.head = classifier_head(channels)
+        self.head = classifier_head(channels) if head is None else head
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(self.stem(x)))
+
+    def with_solver(self, solver: SolverConfig) -> ConvClassifier:
+        """This model (same parameters) with its ODE block solving by ``solver``; ``self`` is unchanged."""
+        if not isinstance(self.features, ODEBlock):
+            raise TypeError("with_solver needs a model whose features are an ODEBlock (rknet, odenet)")
+        model = ConvClassifier(self.features.with_solver(solver), stem=self.stem, head=self.head)
+        model.training = self.training
+        return model
 
 
 def build_mnist_model(
@@ -122,26 +137,19 @@ def build_mnist_model(
     channels: int = 64,
     hidden: int = 300,
     num_blocks: int = 6,
-    method: str = "dopri5",
-    rtol: float = 1e-3,
-    atol: float = 1e-3,
-    options: Mapping[str, Any] | None = None,
-    adjoint_options: Mapping[str, Any] | None = None,
+    solver: SolverConfig | None = None,
 ) -> nn.Module:
-    """One of ``MODEL_NAMES``; the solver arguments apply to ``rknet`` and ``odenet`` only.
+    """One of ``MODEL_NAMES``; ``solver`` (default ``SolverConfig()``) is the ODE block's, for ``ODE_MODELS``.
 
-    ``odenet`` trains through the adjoint method, ``rknet`` backpropagates through the same solver.
+    ``rknet`` and ``odenet`` build the same network: it is the solver's gradient that makes one RK-Net
+    (``Direct()``, backprop through the solver) or ODE-Net (``Adjoint()``); configs/model/ sets it.
     """
     if name == "mlp":
         return MLP(hidden)
     if name == "resnet":
         return ConvClassifier(nn.Sequential(*(ResBlock(channels) for _ in range(num_blocks))), channels)
-    if name in ("rknet", "odenet"):
-        block = ODEBlock(
-            ConvODEFunc(channels), method=method, rtol=rtol, atol=atol, adjoint=name == "odenet",
-            options=options, adjoint_options=adjoint_options,
-        )  # fmt: skip
-        return ConvClassifier(block, channels)
+    if name in ODE_MODELS:
+        return ConvClassifier(ODEBlock(ConvODEFunc(channels), solver=solver), channels)
     raise ValueError(f"model name must be one of {MODEL_NAMES}, got {name!r}")
 
 

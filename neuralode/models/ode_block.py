@@ -2,75 +2,62 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .._setup.validation import check_t
-from ..odeint import odeint, odeint_adjoint
-from ..solver_config import check_solver_settings
+from ..solver_config import SolverConfig
 from ..stats import SolveStats
 
 
 class ODEBlock(nn.Module):
-    """Integrates its input over ``t`` with ``func`` as the dynamics; the unit of ODE-Net, CNF and latent ODE.
+    """Integrates its input over ``t`` with ``func`` as the dynamics; the unit of ODE-Net and RK-Net.
 
     Args:
         func: an ``nn.Module`` computing dz/dt = func(t, z).
         t: the integration interval (t0, t1).
-        method, rtol, atol, options: the solver (see :func:`neuralode.odeint`).
-        adjoint: True for the adjoint method (O(1) memory), False to backpropagate through the solver.
-        adjoint_options: options of the backward solve, e.g. ``{"norm": "seminorm"}``.
+        solver: how to solve and differentiate (:class:`~neuralode.SolverConfig`): ODE-Net takes the
+            adjoint gradient (the default), RK-Net ``gradient=Direct()``. Bad settings fail when the
+            config is built, before any block exists.
 
-    Bad solver settings raise the library's ``ValueError``/``TypeError`` here, at construction.
+    The config is frozen: :meth:`with_solver` gives a block with another one that shares ``func`` (and so
+    the parameters), which is how a tolerance sweep measures a trained model without changing it.
 
     After each forward pass, ``last_stats`` holds that call's :class:`SolveStats` (its backward counts
     fill in when backward runs); ``nfe_forward``/``nfe_backward`` read it.
     """
 
     def __init__(
-        self,
-        func: nn.Module,
-        t: Sequence[float] = (0.0, 1.0),
-        method: str = "dopri5",
-        rtol: float = 1e-3,
-        atol: float = 1e-3,
-        adjoint: bool = True,
-        options: Mapping[str, Any] | None = None,
-        adjoint_options: Mapping[str, Any] | None = None,
+        self, func: nn.Module, t: Sequence[float] = (0.0, 1.0), solver: SolverConfig | None = None
     ) -> None:
         super().__init__()
+        solver = SolverConfig() if solver is None else solver
+        if not isinstance(solver, SolverConfig):
+            raise TypeError(f"solver must be a neuralode.SolverConfig, got {type(solver).__name__}")
         if len(t) != 2:
             raise ValueError(f"t must be the interval (t0, t1), got {t!r}")
-        # Bad solver settings fail here, not at the first forward pass (the library's own checks).
-        check_solver_settings(
-            method, rtol, atol, options, adjoint_options=adjoint_options if adjoint else None
-        )
+        t0, t1 = float(t[0]), float(t[1])
+        if not (math.isfinite(t0) and math.isfinite(t1)) or t0 == t1:
+            raise ValueError(f"t must be two finite, different times (t0, t1), got {t!r}")
         self.func = func
-        self.register_buffer("t", torch.tensor([float(t[0]), float(t[1])]), persistent=False)
-        check_t(self.t)
-        self.method, self.rtol, self.atol = method, rtol, atol
-        self.adjoint = adjoint
-        self.options = None if options is None else dict(options)
-        self.adjoint_options = None if adjoint_options is None else dict(adjoint_options)
+        self.solver = solver
+        self.register_buffer("t", torch.tensor([t0, t1]), persistent=False)
         self.last_stats = SolveStats()
+
+    def with_solver(self, solver: SolverConfig) -> ODEBlock:
+        """A block solving with ``solver`` that shares this one's ``func`` (parameters) and times."""
+        block = ODEBlock(self.func, tuple(self.t.tolist()), solver)
+        block.t = self.t  # the same device as this block's
+        block.training = self.training  # not train(): that would also set the shared func's mode
+        return block
 
     def forward(self, x: Tensor) -> Tensor:
         stats = SolveStats()
         # times in the state's dtype, never below float32 (an autocast bfloat16 input keeps fp32 times)
         t = self.t.to(x.dtype) if x.dtype in (torch.float32, torch.float64) else self.t
-        if self.adjoint:
-            out = odeint_adjoint(
-                self.func, x, t, rtol=self.rtol, atol=self.atol, method=self.method,
-                options=self.options, adjoint_options=self.adjoint_options, stats=stats,
-            )  # fmt: skip
-        else:
-            out = odeint(
-                self.func, x, t, rtol=self.rtol, atol=self.atol, method=self.method,
-                options=self.options, stats=stats,
-            )  # fmt: skip
+        out = self.solver.solve(self.func, x, t, stats=stats)
         self.last_stats = stats
         return out[-1]
 
@@ -83,4 +70,4 @@ class ODEBlock(nn.Module):
         return self.last_stats.nfe_backward
 
     def extra_repr(self) -> str:
-        return f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, adjoint={self.adjoint}"
+        return self.solver.describe()

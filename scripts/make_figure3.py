@@ -1,39 +1,40 @@
-"""Figure 3 of the paper from measured sweep rows: four panels, a CSV and a short Markdown summary."""
+"""Write Figure 3 (NFE statistics of the MNIST ODE-Net) from the points experiments/nfe_stats.py measured.
+
+Reads the point files ``runs/nfe_stats/<profile>/points/rtol=*.json`` (one per tolerance, from single runs
+and multiruns alike) and draws the points of the newest point's setup (same model, method, batches and
+reference): four panels ``figure3.png``, the rows ``figure3.csv`` and a summary ``figure3.md`` in ``<out>``
+(``results/`` for quick, ``results/<profile>/`` otherwise). Panel (d) is read from the MNIST run's logs.
+
+    .venv/bin/python scripts/make_figure3.py --profile quick [--points DIR] [--out results]
+"""
 
 from __future__ import annotations
 
-import csv
+import argparse
 import io
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from ..training import atomic_write_bytes, atomic_write_text, write_csv
-from .tolerance_sweep import SweepPoint, fit_ratio
+from neuralode.analysis import SweepPoint, fit_ratio, read_training_nfe
+from neuralode.training import atomic_write_bytes, atomic_write_text, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUP = ("model", "method", "batch_size", "batches", "reference_rtol")  # points drawn together share these
 
 
-def read_training_nfe(mnist_run: str | os.PathLike[str]) -> dict[str, list[float]]:
-    """Forward NFE logged during the MNIST run: per epoch (``epochs.csv``) and per iteration (TensorBoard)."""
-    run = Path(mnist_run)
-    series: dict[str, list[float]] = {"epoch": [], "epoch_nfe": [], "iteration": [], "iteration_nfe": []}
-    epochs_csv = run / "epochs.csv"
-    if epochs_csv.exists():
-        with epochs_csv.open() as handle:
-            for row in csv.DictReader(handle):
-                series["epoch"].append(float(row["epoch"]))
-                series["epoch_nfe"].append(float(row["train_nfe_forward"]))
-    if (run / "tb").is_dir():
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-        events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
-        events.Reload()
-        if "nfe/forward" in events.Tags().get("scalars", []):
-            for event in events.Scalars("nfe/forward"):
-                series["iteration"].append(float(event.step))
-                series["iteration_nfe"].append(float(event.value))
-    return series
+def load_points(points_dir: Path) -> list[dict[str, Any]]:
+    """The points of the newest point's setup (see the module docstring); none is an error naming the fix."""
+    paths = sorted(points_dir.glob("rtol=*.json"), key=lambda path: path.stat().st_mtime)
+    if not paths:
+        raise SystemExit(f"no points in {points_dir}: run `python -m experiments.nfe_stats checkpoint=...` "
+                         "(or `make figure3`) first")  # fmt: skip
+    points = [json.loads(path.read_text()) for path in paths]
+    newest = points[-1]
+    return [point for point in points if all(point[key] == newest[key] for key in SETUP)]
 
 
 def _running_mean(values: Sequence[float], window: int) -> list[float]:
@@ -111,7 +112,8 @@ def write_figure3(
     lines = [
         f"# Figure 3: NFE statistics of the MNIST ODE-Net ({metadata['profile']} profile)",
         "",
-        f"Made by `make figure3 PROFILE={metadata['profile']}` (experiments/nfe_stats.py) on "
+        f"Made by `make figure3 PROFILE={metadata['profile']}` (experiments/nfe_stats.py measures, "
+        f"scripts/make_figure3.py draws) on "
         f"{metadata['device']}, {metadata['date']}, commit {metadata['commit']}, seed {metadata['seed']}.",
         f"Model: {metadata['model']}. Solver {metadata['method']}, rtol = atol swept; error against a "
         f"float64 solve at rtol = atol = {metadata['reference_rtol']:g}; {metadata['batches']} batches of "
@@ -139,3 +141,26 @@ def write_figure3(
     ]
     atomic_write_text(out / "figure3.md", "\n".join(lines))
     return {"ratio_default": ratio, "ratio_seminorm": ratio_semi}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--points", default=None, help="default: runs/nfe_stats/<profile>/points")
+    parser.add_argument("--out", default=None, help="default: results/ (quick), results/<profile>/ (others)")
+    args = parser.parse_args()
+    points_dir = Path(args.points) if args.points else ROOT / "runs" / "nfe_stats" / args.profile / "points"
+    points = load_points(points_dir)
+    metadata = points[-1]
+    empty: dict[str, list[float]] = {"epoch": [], "epoch_nfe": [], "iteration": [], "iteration_nfe": []}
+    training = read_training_nfe(metadata["mnist_run"]) if metadata["mnist_run"] else empty
+    out = Path(args.out) if args.out else ROOT / "results" / ("" if args.profile == "quick" else args.profile)
+    ratios = write_figure3(points, training, metadata["batches_per_epoch"], metadata, out)
+    print(f"backward/forward NFE ratio: {ratios['ratio_default']:.2f} (default norm), "
+          f"{ratios['ratio_seminorm']:.2f} (seminorm) over {len(points)} tolerances -> {out}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
