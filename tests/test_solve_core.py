@@ -3,7 +3,9 @@ engines (replay reproduces a recorded solve bit for bit), and the frozen SolverC
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 
 import pytest
 import torch
@@ -172,7 +174,11 @@ def test_solver_config_is_frozen_and_sweeps_make_checked_copies():
         dataclasses.replace(config, rtol=-1.0)
     assert info.value.argument == "rtol"
     with pytest.raises(TypeError):
-        config.options["step_size"] = 0.1  # options are read-only too
+        config.gradient.options["norm"] = "rms"  # options are read-only too
+    # a model holding one can be copied and saved whole
+    assert copy.deepcopy(config) == config == pickle.loads(pickle.dumps(config))
+    block = neuralode.ODEBlock(torch.nn.Linear(2, 2), solver=config)
+    assert copy.deepcopy(block).solver == config
 
 
 def test_solver_config_from_a_config_group():

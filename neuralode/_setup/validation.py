@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -89,10 +88,35 @@ def make_solver(method: str | None, options: Mapping[str, Any] | None, arg: str 
     return solver_class(solver_class.options_class.parse(options, method, options_arg))
 
 
+class FrozenOptions(Mapping):
+    """A read-only options dict (what a frozen config holds): no item assignment, and it copies,
+    pickles and compares like the dict it was made from."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self):
+        return (FrozenOptions, (self._items,))
+
+
 def frozen_options(options: Any, name: str) -> Mapping[str, Any] | None:
     """A read-only copy of an options dict (a frozen config holds one), or None; refuses non-mappings."""
     if options is None:
         return None
     if not isinstance(options, Mapping):
         raise TypeError(f"{name} must be a dict of method options or None, got {type(options).__name__}")
-    return MappingProxyType(dict(options))
+    return FrozenOptions(options)
