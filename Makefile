@@ -64,9 +64,9 @@ figure3: data ## Figure 3 (NFE statistics of the MNIST ODE-Net) at PROFILE; trai
 CNF_RUN = $(PY) -m experiments.cnf -m profile=$(PROFILE) progress=false
 
 cnf: venv ## CNF vs planar NF (Figures 4-5), exact trace vs Hutchinson at PROFILE; writes results/cnf_*
-	$(CNF_RUN) task=density target=u1,u2,u3,u4 flow=planar,cnf size=2,8,32
-	$(CNF_RUN) task=mle target=circles,moons flow=planar,cnf size=64
-	$(CNF_RUN) task=mle target=moons flow=mlp size=64 trace=exact,hutchinson
+	$(CNF_RUN) experiment=cnf_density
+	$(CNF_RUN) experiment=cnf_mle
+	$(CNF_RUN) experiment=cnf_trace
 	$(PY) scripts/measure_cnf_trace.py --profile $(PROFILE)
 	$(PY) scripts/make_cnf_results.py --profile $(PROFILE)
 

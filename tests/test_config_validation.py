@@ -41,6 +41,8 @@ CASES = [
     ),
     # Table 1's sweep: its RK-Net job (the third) is refused before the MLP's and ResNet's run
     ("mnist", ["-m", "experiment=table1", "solver.gradient=sideways"], "solver.gradient=sideways", "one of"),
+    # the CNF figures' sweeps (configs/experiment/cnf_*.yaml): a bad point stops the sweep before any job
+    ("cnf", ["-m", "experiment=cnf_density", "solver.rtol=-1"], "solver.rtol=-1", "rtol must be"),
     ("latent_ode", ["-m", "hydra/launcher=local", "net=rnn,latent_ode", "seed=abc"], "seed=abc", "integer"),
     ("nfe_stats", ["-m", "checkpoint=untrained", "rtol=1e-3,abc"], "rtol=abc", "number"),
     ("nfe_stats", ["checkpoint=untrained", "solver.gradient=direct"], "solver.gradient=direct", "adjoint"),

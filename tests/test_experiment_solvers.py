@@ -73,3 +73,22 @@ def test_a_changed_copy_of_the_run_solver_leaves_the_original_untouched():
     assert original == solver_of(_compose("latent_ode", "profile=smoke"))
     assert (tighter.method, tighter.gradient) == (original.method, original.gradient)
     assert isinstance(tighter, SolverConfig) and tighter.rtol == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("name", "sweep"),
+    [
+        ("cnf_density", {"task": "density", "target": "u1,u2,u3,u4", "flow": "planar,cnf", "size": "2,8,32"}),
+        ("cnf_mle", {"task": "mle", "target": "circles,moons", "flow": "planar,cnf", "size": "64"}),
+        (
+            "cnf_trace",
+            {"task": "mle", "target": "moons", "flow": "mlp", "size": "64", "trace": "exact,hutchinson"},
+        ),
+    ],
+)
+def test_the_cnf_figure_sweeps_are_configs(name, sweep):
+    """``make cnf`` runs these three experiment configs: the sweeps its command lines used to spell out."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("cnf", overrides=[f"experiment={name}", "profile=smoke"], return_hydra_config=True)
+    assert {k: str(v) for k, v in cfg.hydra.sweeper.params.items()} == sweep
+    assert "experiment" in cfg.hydra.job.config.override_dirname.exclude_keys  # same run folders as before
