@@ -43,3 +43,18 @@ class SolveStats:
     @property
     def nfe_backward(self) -> int:
         return self.backward.nfe
+
+
+class LastSolveStats:
+    """For a module that solves in its forward pass: ``nfe_forward``/``nfe_backward`` of the last call,
+    read from the :class:`SolveStats` it keeps in ``last_stats``."""
+
+    last_stats: SolveStats
+
+    @property
+    def nfe_forward(self) -> int:
+        return self.last_stats.nfe_forward
+
+    @property
+    def nfe_backward(self) -> int:
+        return self.last_stats.nfe_backward

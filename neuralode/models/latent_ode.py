@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..solver_config import SolverConfig
-from ..stats import SolveStats
+from ..stats import LastSolveStats, SolveStats
 
 PAPER_SOLVER = SolverConfig(rtol=1.5e-8, atol=1.5e-8)  # dopri5 with the adjoint, the paper's tolerance
 
@@ -117,7 +117,7 @@ class ElboTerms:
         }  # fmt: skip
 
 
-class LatentODE(nn.Module):
+class LatentODE(LastSolveStats, nn.Module):
     """Encoder, ODE dynamics and decoder (the paper's sizes are the defaults: 4 / 25 / 20 / 20).
 
     Observations are given as values ``x`` (b, n, obs_dim) and their positions ``index`` (b, n) on a time
@@ -225,11 +225,3 @@ class LatentODE(nn.Module):
 
     def extra_repr(self) -> str:
         return self.solver.describe()
-
-    @property
-    def nfe_forward(self) -> int:
-        return self.last_stats.nfe_forward
-
-    @property
-    def nfe_backward(self) -> int:
-        return self.last_stats.nfe_backward

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ..solver_config import SolverConfig
-from ..stats import SolveStats
+from ..stats import LastSolveStats, SolveStats
 
 
-class ODEBlock(nn.Module):
+class ODEBlock(LastSolveStats, nn.Module):
     """Integrates its input over ``t`` with ``func`` as the dynamics; the unit of ODE-Net and RK-Net.
 
     Args:
@@ -60,14 +60,6 @@ class ODEBlock(nn.Module):
         out = self.solver.solve(self.func, x, t, stats=stats)
         self.last_stats = stats
         return out[-1]
-
-    @property
-    def nfe_forward(self) -> int:
-        return self.last_stats.nfe_forward
-
-    @property
-    def nfe_backward(self) -> int:
-        return self.last_stats.nfe_backward
 
     def extra_repr(self) -> str:
         return self.solver.describe()
