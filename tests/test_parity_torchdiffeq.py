@@ -513,7 +513,7 @@ def test_adjoint_against_reference(problem):
         "adjoint d/dt", (nd_g["t"],), (td_g["t"],), (ref_g["t"],), bound(scale_of((ref_g["t"],))), False
     )
     note_nfe(f"adjoint backward {method} {variant} {case.structure} {case.dtypes}", nd_back, td_back)
-    if len(set(case.dtypes)) == 1:  # mixed float32/float64 tuples: test_mixed_dtype_adjoint_nfe (xfail)
+    if len(set(case.dtypes)) == 1:  # mixed dtypes: test_mixed_dtype_adjoint_*_nfe
         assert nd_back <= 3 * td_back + 20
     LOG["adjoint_against_reference"] += 1
 
@@ -741,23 +741,36 @@ def test_mixed_dtype_tuple_keeps_member_dtypes():
     assert max_abs(nd, td) < 1e-6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a tuple state with a float32 and a float64 member under float64 tolerances takes "
-    "2x torchdiffeq's forward and 11x its adjoint backward evaluations (dopri8: 55 vs 28, 627 vs 55); the "
-    "float32 member, kept in float32 (mixed_dtype_tuple), cannot meet rtol 1e-7/atol 1e-9",
-)
-def test_mixed_dtype_adjoint_nfe():
+def _mixed_dtype_nfe() -> dict[str, tuple[int, int]]:
+    """(forward, backward) evaluations of both libraries' adjoint on a float64 + float32 tuple state."""
     case = Case("nonlinear", "tuple_nonscalar", (torch.float64, torch.float32), (0.5, 1.0), torch.float64, 1)
-    backward = {}
+    counts = {}
     for lib in (torchdiffeq, neuralode):
         func = case.make_field()
         y0, t = case.inputs(requires_grad=True)
         sol = lib.odeint_adjoint(func, y0, t, method="dopri8", rtol=1e-7, atol=1e-9)
         forward = func.nfe
         case.loss(sol).backward()
-        backward[lib.__name__] = func.nfe - forward
-    assert backward["neuralode"] <= 3 * backward["torchdiffeq"] + 20, backward
+        counts[lib.__name__] = (forward, func.nfe - forward)
+    return counts
+
+
+def test_mixed_dtype_adjoint_backward_nfe():
+    """Was 627 backward evaluations against torchdiffeq's 55 (a strict xfail); the backward solve now
+    starts from the forward's last step instead of a fresh selection: 27 (measured)."""
+    counts = _mixed_dtype_nfe()
+    assert counts["neuralode"][1] <= counts["torchdiffeq"][1], counts
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library bug: a tuple state with a float32 and a float64 member under float64 tolerances takes "
+    "about 2x torchdiffeq's forward evaluations (dopri8: 50 vs 28); the float32 member, kept in float32 "
+    "(mixed_dtype_tuple), cannot meet rtol 1e-7/atol 1e-9",
+)
+def test_mixed_dtype_adjoint_forward_nfe():
+    counts = _mixed_dtype_nfe()
+    assert counts["neuralode"][0] <= 1.5 * counts["torchdiffeq"][0], counts
 
 
 def test_odeint_dense():

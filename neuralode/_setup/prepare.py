@@ -49,10 +49,11 @@ class Setup:
         """The forward solve's observer: this setup's counts and callbacks."""
         return StepObserver(self.counts, self.callbacks, trace, dense)
 
-    def integrate(self, y0: Tensor, observer: StepObserver | None = None) -> Tensor:
-        """The forward solve from ``y0`` (flat), at every output time."""
+    def integrate(self, y0: Tensor, observer: StepObserver | None = None, controller: Any = None) -> Tensor:
+        """The forward solve from ``y0`` (flat), at every output time (``controller``: instead of the
+        setup's, e.g. one that keeps the last step size)."""
         problem = self.problem if y0 is self.problem.y0 else _with_y0(self.problem, y0)
-        return self.solver.integrate(problem, observer or self.observer(), self.controller)
+        return self.solver.integrate(problem, observer or self.observer(), controller or self.controller)
 
     def integrate_until_event(self, y0: Tensor) -> tuple[float, Tensor, int]:
         return self.solver.integrate_until_event(_with_y0(self.problem, y0), self.event, self.observer())

@@ -81,10 +81,22 @@ class _AdjointPlan:
     callbacks: StepCallbacks | None
     stats: SolveStats
     precomputed: Tensor | None = None  # the forward solution, when an event search already found it
+    forward_step: float | None = None  # the forward solve's last proposed step: the backward's first
     times: list[float] | None = None  # the forward output times (an event search's: [t0, event time])
 
     def solve(self, y0: Tensor, params: tuple[Tensor, ...]) -> Tensor:
         return _OdeintAdjoint.apply(self, y0, *params)
+
+    def forward(self, y0: Tensor) -> Tensor:
+        """The forward solve (no graph), keeping its last proposed step size for the backward solve."""
+        setup = self.setup
+        make = getattr(setup.solver, "controller", None)
+        if make is None or setup.controller is not None:
+            return setup.integrate(y0)
+        controller = make(carry=True)
+        ys = setup.integrate(y0, controller=controller)
+        self.forward_step = controller.carried
+        return ys
 
     def until_event(self, y0: Tensor, params: tuple[Tensor, ...]) -> tuple[float, Tensor, int]:
         """Find the event without a graph, then treat [t0, event time] as an ordinary adjoint solve."""
@@ -99,7 +111,7 @@ class _OdeintAdjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, plan: _AdjointPlan, y0: Tensor, *params: Tensor) -> Tensor:
         with torch.no_grad():
-            ys = plan.precomputed if plan.precomputed is not None else plan.setup.integrate(y0)
+            ys = plan.precomputed if plan.precomputed is not None else plan.forward(y0)
         ctx.plan = plan
         ctx.save_for_backward(ys, *params)
         return ys
@@ -162,6 +174,8 @@ def _interval_controllers(plan: _AdjointPlan, ys: Tensor, times: list[float]) ->
         return lambda i: None
     carry = getattr(solver.options, "carry_step_size", False)
     controller = make(carry=True, clamp_end=True) if carry else make()
+    if carry:  # the first interval starts from the forward solve's last step, not a fresh selection
+        controller.carried = plan.forward_step
     return lambda i: controller
 
 

@@ -162,7 +162,8 @@ class AdaptiveOptions(_Options):
         dtype: dtype of time values put on the device (float64 default; float32 where unsupported).
             Step-size arithmetic itself runs on the host in double precision.
         carry_step_size: ``adjoint_options`` only: each interval of the backward solve starts from the
-            step size the previous one ended with, instead of a new initial-step selection (True default).
+            step size the previous one ended with, and the first from the forward solve's last step,
+            instead of a new initial-step selection (True default).
     """
 
     first_step: float | None = None
