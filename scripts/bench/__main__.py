@@ -19,6 +19,9 @@ tight-tolerance float64 reference (neuralode dopri8, rtol=atol=1e-12). Cases:
    (peak RSS above the RSS just before the pass).
 6. torch.compile on CPU: the per-step error norm and the case-1 field, eager vs compiled (left out
    of ``--quick`` unless named).
+7. The adjoint with its default settings on one interval t = [0, 1], loss sum(y(1)) (issue 18): the
+   tanh-MLP at batch 512 in float64 (rtol=atol=1e-6) and the ODE-Net block at batch 128 in float32
+   (1e-3): fwd+bwd time, NFE and the gradient error against a float64 dopri8 adjoint solve.
 
 torchdiffeq and torchode are optional (requirements/bench.txt); a library that is not installed is
 left out and the output says so. ``--quick`` is a seconds-long smoke run with tiny sizes (its numbers
@@ -41,6 +44,7 @@ import torch
 from neuralode.training.reproducibility import git_commit
 
 from .adapters import LIBRARIES, available_libraries, library_version
+from .adjoint_cases import case_adjoint
 from .cases import case_block, case_compile, case_forward, case_gradients, case_sweep
 from .config import ROOT, config
 from .harness import load_average, machine
@@ -61,7 +65,7 @@ def main() -> None:
         "--cases",
         nargs="+",
         default=None,
-        choices=["1", "3", "4", "5", "6"],
+        choices=["1", "3", "4", "5", "6", "7"],
         help="default: all; case 2 comes with case 1; 6 (the torch.compile check, some 30 s of compiling) "
         "is left out of --quick unless named",
     )
@@ -69,7 +73,7 @@ def main() -> None:
     parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cases is None:
-        args.cases = ["1", "3", "4", "5"] if args.quick else ["1", "3", "4", "5", "6"]
+        args.cases = ["1", "3", "4", "5", "7"] if args.quick else ["1", "3", "4", "5", "6", "7"]
     torch.set_num_threads(args.threads)
     if args.memory_point:
         lib, mode, steps, channels, size, batch = args.memory_point
@@ -97,6 +101,7 @@ def main() -> None:
         "case4_block": [],
         "case5_memory": [],
         "case6_compile": [],
+        "case7_adjoint": [],
     }
     case_seconds = {}
     clock = time.perf_counter()
@@ -116,7 +121,10 @@ def main() -> None:
         case_seconds["5"], clock = time.perf_counter() - clock, time.perf_counter()
     if "6" in args.cases:
         result["case6_compile"] = case_compile(cfg)
-        case_seconds["6"] = time.perf_counter() - clock
+        case_seconds["6"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "7" in args.cases:
+        result["case7_adjoint"] = case_adjoint(libs, cfg)
+        case_seconds["7"] = time.perf_counter() - clock
 
     result["config"] = {
         k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)

@@ -30,6 +30,9 @@ def config(quick: bool) -> dict:
             "block_repeats": 1,
             "memory_steps": [2],
             "memory_repeats": 1,
+            "adjoint_mlp_batch": 16,
+            "adjoint_reference_rtol": {"mlp": 1e-10, "block": 1e-6},
+            "adjoint_repeats": {"mlp": 1, "block": 1},
         }
     return {
         "batches": [512, 16],
@@ -48,4 +51,7 @@ def config(quick: bool) -> dict:
         "block_repeats": 5,
         "memory_steps": [10, 40, 160],
         "memory_repeats": 3,
+        "adjoint_mlp_batch": 512,
+        "adjoint_reference_rtol": {"mlp": 1e-12, "block": 1e-7},  # float64 dopri8 (the block: adjoint)
+        "adjoint_repeats": {"mlp": 7, "block": 3},
     }

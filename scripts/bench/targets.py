@@ -88,6 +88,19 @@ def summary_lines(result: dict, targets: dict | None = None) -> list[str]:
             )
     for row in _memory_rows(result["case5_memory"], targets["memory"]):
         add(*row)
+    adjoint = result.get("case7_adjoint", [])
+    for problem in targets.get("adjoint_one_interval", {}).get("problems", []):
+        ours = _pick(adjoint, problem=problem, library="neuralode", mode="adjoint")
+        peer = _pick(adjoint, problem=problem, library="torchode", mode="adjoint")
+        if ours and peer:
+            add(
+                f"case 7 (issue 18), {problem}: default adjoint faster than torchode at <= its "
+                "gradient error",
+                f"{peer['seconds'] / ours['seconds']:.2f}x, error {ours['grad_rel_error']:.1e} vs "
+                f"{peer['grad_rel_error']:.1e}, NFE bwd {ours['nfe_backward']:.0f} vs "
+                f"{peer['nfe_backward']:.0f}",
+                peer["seconds"] > ours["seconds"] and ours["grad_rel_error"] <= peer["grad_rel_error"],
+            )
     for row in result.get("case6_compile", []):
         if row["what"].startswith("dopri5"):
             r = row["compiled_seconds"] / row["eager_seconds"]
