@@ -226,3 +226,46 @@ def test_solver_config_solves_with_its_gradient(gradient):
     (expected,) = torch.autograd.grad(reference.sum(), y0)
     torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
     assert (stats.backward.nfe > 0) == (not isinstance(gradient, Direct))
+
+
+class _StepLog(torch.nn.Module):
+    """A field that records its accepted steps through torchdiffeq's callback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _field()
+        self.accepted: list[tuple[float, float]] = []
+
+    def forward(self, t, y):
+        return self.net(y)
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.accepted.append((float(t0), float(dt)))
+
+
+@given(method=st.sampled_from(ADAPTIVE), backward=st.booleans(), t1=st.floats(0.3, 3.0))
+def test_the_last_step_ends_exactly_on_the_last_output_time(method, backward, t1):
+    field = _StepLog()
+    t = torch.tensor([t1, 0.1, 0.0] if backward else [0.0, 0.1, t1], dtype=F64)
+    with torch.no_grad():
+        ys = odeint(field, torch.tensor([0.3, -0.2, 0.5], dtype=F64), t, rtol=1e-6, atol=1e-8, method=method)
+    t0, dt = field.accepted[-1]
+    assert t0 + dt == float(t[-1])  # the final state is a step's end, not an interpolated value
+    assert ys.shape == (3, 3)
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_the_backward_solve_starts_from_the_forward_step(carry):
+    """dopri5 is FSAL: each attempted step costs 6 new evaluations after the first f. A fresh
+    initial-step selection costs one more; starting from the forward's last accepted step does not."""
+    net = _field()
+    y0 = torch.tensor([0.3, -0.2, 0.5], dtype=F64, requires_grad=True)
+    stats = SolveStats()
+    options = None if carry else {"carry_step_size": False}
+    ys = neuralode.odeint_adjoint(
+        lambda t, y: net(y), y0, torch.tensor([0.0, 1.0], dtype=F64), rtol=1e-6, atol=1e-8,
+        adjoint_options=options, adjoint_params=tuple(net.parameters()), stats=stats,
+    )  # fmt: skip
+    ys[-1].sum().backward()
+    selection = 0 if carry else 1
+    assert stats.backward.nfe == 1 + selection + 6 * stats.backward.n_steps

@@ -81,7 +81,7 @@ class _AdjointPlan:
     callbacks: StepCallbacks | None
     stats: SolveStats
     precomputed: Tensor | None = None  # the forward solution, when an event search already found it
-    forward_step: float | None = None  # the forward solve's last proposed step: the backward's first
+    forward_step: float | None = None  # the forward's last accepted step: the backward's first
     times: list[float] | None = None  # the forward output times (an event search's: [t0, event time])
 
     def solve(self, y0: Tensor, params: tuple[Tensor, ...]) -> Tensor:
@@ -95,7 +95,7 @@ class _AdjointPlan:
             return setup.integrate(y0)
         controller = make(carry=True)
         ys = setup.integrate(y0, controller=controller)
-        self.forward_step = controller.carried
+        self.forward_step = controller.last_accepted or controller.carried
         return ys
 
     def until_event(self, y0: Tensor, params: tuple[Tensor, ...]) -> tuple[float, Tensor, int]:

@@ -111,6 +111,7 @@ class AdaptiveRKSolver(Solver):
         next_out, n_out = 1, len(times)
         next_stop = 0
         y_abs = y.detach().abs()
+        last_full = None
         attempts = nonfinite = 0
         last_rejection_nonfinite = False
 
@@ -193,6 +194,8 @@ class AdaptiveRKSolver(Solver):
                 continue
 
             observer.accept(t, t1, y, dt)
+            if hit_stop is None:  # a step the controller chose, not one cut short by a stop or the end
+                last_full = abs(dt)
             # FSAL: f1 is the buffer's last row; the next rk_step copies it to row 0 before reusing rows.
             f1 = K[-1] if dtab.fsal else func(t1, y1)
             if observer.dense is not None:  # odeint_dense keeps every step's interpolant (buffer copied)
@@ -212,7 +215,7 @@ class AdaptiveRKSolver(Solver):
             t, y, f0, y_abs = t1, y1, f1, y1_abs
             h = controller.next_step(abs(dt), ratio, accepted=True)
 
-        controller.finish(h, h_wanted)
+        controller.finish(h, h_wanted, last_full)
         return torch.stack(outputs)
 
     @staticmethod

@@ -72,6 +72,7 @@ class IntegralController:
         self.safety, self.ifactor, self.dfactor = safety, ifactor, dfactor
         self.first, self.carry, self.clamp_end = first_step, carry, clamp_end
         self.carried: float | None = None
+        self.last_accepted: float | None = None  # the last accepted step not cut short by a stop
 
     def first_step(self, func, t: float, y: Tensor, f0: Tensor, direction: float, rtol, atol, norm) -> float:
         """The first step of a solve (starting a new solve resets the per-solve state)."""
@@ -92,10 +93,12 @@ class IntegralController:
         factor = min(self.ifactor, max(self.dfactor, factor))
         return h * (min(factor, 1.0) if not accepted else factor)
 
-    def finish(self, h: float, h_wanted: float) -> None:
-        """The solve ended with h proposed; a step cut short by the end does not shrink the carry."""
+    def finish(self, h: float, h_wanted: float, last_accepted: float | None = None) -> None:
+        """The solve ended with h proposed; a step cut short by the end does not shrink the carry.
+        ``last_accepted``: the size of its last accepted step that no stop cut short, if any."""
         if self.carry:
             self.carried = max(h, h_wanted)
+            self.last_accepted = last_accepted
 
 
 class PIController(IntegralController):
@@ -146,7 +149,7 @@ class ReplayController:
     def next_step(self, h: float, ratio: float, accepted: bool) -> float:
         return h
 
-    def finish(self, h: float, h_wanted: float) -> None:
+    def finish(self, h: float, h_wanted: float, last_accepted: float | None = None) -> None:
         pass
 
 
