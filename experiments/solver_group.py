@@ -10,9 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.validation import Checker, ConfigError
 from neuralode import SolverConfig
+from neuralode.gradients.by_name import ADJOINT_SETTINGS, GRADIENT_NAMES
 
-GRADIENTS = ("direct", "adjoint", "checkpoint")  # a solver group's ``gradient`` (neuralode.gradients)
-ADJOINT_KEYS = ("rtol", "atol", "method", "options")
 # SolverConfig's name of a failing setting (the error's ``argument``) -> its key in the solver group
 KEYS = {
     "method": "method", "rtol": "rtol", "atol": "atol", "options": "options",
@@ -27,13 +26,13 @@ def check_solver_group(check: Checker, prefix: str = "solver") -> SolverConfig:
     settings = check.get(prefix)
     if not isinstance(settings, dict):
         raise ConfigError(prefix, settings, f"{prefix} must be a solver group (configs/solver/)")
-    check.choice(f"{prefix}.gradient", GRADIENTS)
+    check.choice(f"{prefix}.gradient", GRADIENT_NAMES)
     for name in ("options", "adjoint"):
         if not isinstance(settings.get(name) or {}, dict):
             raise ConfigError(f"{prefix}.{name}", settings[name], f"{prefix}.{name} must be a mapping")
-    unknown = sorted(set(settings.get("adjoint") or {}) - set(ADJOINT_KEYS))
+    unknown = sorted(set(settings.get("adjoint") or {}) - set(ADJOINT_SETTINGS))
     if unknown:
-        why = f"unknown key(s) {unknown}: the backward solve takes {', '.join(ADJOINT_KEYS)}"
+        why = f"unknown key(s) {unknown}: the backward solve takes {', '.join(ADJOINT_SETTINGS)}"
         raise ConfigError(f"{prefix}.adjoint", settings["adjoint"], why)
     if settings.get("gradient") == "checkpoint":
         check.integer(f"{prefix}.checkpoint_every", 1)

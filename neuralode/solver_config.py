@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._setup.validation import frozen_options
+from ._setup.tolerances import check_tolerance, solve_tolerances
+from ._setup.validation import backward_options, frozen_options, make_solver
 from .gradients import Adjoint, Checkpointed, Direct, Gradient, gradient_from_name
 from .solve import solve
+from .solvers import SOLVERS
 from .stats import SolveStats
 
 
@@ -108,8 +110,6 @@ def _plain(value: Any) -> dict[str, Any] | None:
 
 def _blame(method: Any, names: tuple[str, str]) -> str:
     """Which of (method, options) a failed solver build is about: an unknown method, else its options."""
-    from .solvers import SOLVERS
-
     known = method is None or (isinstance(method, str) and method in SOLVERS)
     return names[1] if known else names[0]
 
@@ -136,9 +136,6 @@ def check_solver_settings(
     The adjoint's backward settings are checked when given. The raised error's ``argument`` attribute
     names the failing setting: "method", "rtol", "atol", "options", "adjoint_method" or "adjoint_options".
     """
-    from ._setup.tolerances import check_tolerance, solve_tolerances
-    from ._setup.validation import make_solver
-
     rtol_f = _check("rtol", check_tolerance, rtol, "rtol")
     atol_f = _check("atol", check_tolerance, atol, "atol")
     try:
@@ -151,8 +148,7 @@ def check_solver_settings(
         _check("rtol", solve_tolerances, solver, rtol_f, atol_f, torch.float64)  # both 0, adaptive method
     if adjoint_method is None and adjoint_options is None:
         return
-    if adjoint_options is None and options is not None:  # what odeint_adjoint does
-        adjoint_options = {k: v for k, v in options.items() if k != "norm"}
+    adjoint_options = backward_options(adjoint_options, options)  # what odeint_adjoint does
     try:
         make_solver(adjoint_method or method, adjoint_options, arg="adjoint_method")
     except (TypeError, ValueError) as error:
@@ -164,27 +160,14 @@ def check_solver_config(config: SolverConfig) -> None:
     """:func:`check_solver_settings` for a whole config, its gradient strategy included."""
     gradient = config.gradient
     if isinstance(gradient, Adjoint):
+        backward = backward_options(gradient.options, config.options) or {}  # {}: always check the backward
         check_solver_settings(
             config.method, config.rtol, config.atol, config.options,
-            adjoint_method=gradient.method, adjoint_options=_backward_options(config),
+            adjoint_method=gradient.method, adjoint_options=backward,
         )  # fmt: skip
         if gradient.rtol is not None:
-            _check("adjoint_rtol", _tolerance, gradient.rtol, "adjoint_rtol")
+            _check("adjoint_rtol", check_tolerance, gradient.rtol, "adjoint_rtol")
         if gradient.atol is not None:
-            _check("adjoint_atol", _tolerance, gradient.atol, "adjoint_atol")
+            _check("adjoint_atol", check_tolerance, gradient.atol, "adjoint_atol")
     else:
         check_solver_settings(config.method, config.rtol, config.atol, config.options)
-
-
-def _tolerance(value: Any, name: str) -> Any:
-    from ._setup.tolerances import check_tolerance
-
-    return check_tolerance(value, name)
-
-
-def _backward_options(config: SolverConfig) -> dict[str, Any]:
-    """The adjoint's options: its own, else the forward ones without "norm" (as ``odeint_adjoint``)."""
-    own = config.gradient.options
-    if own is not None:
-        return dict(own)
-    return {k: v for k, v in (config.options or {}).items() if k != "norm"}

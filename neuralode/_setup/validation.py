@@ -120,3 +120,11 @@ def frozen_options(options: Any, name: str) -> Mapping[str, Any] | None:
     if not isinstance(options, Mapping):
         raise TypeError(f"{name} must be a dict of method options or None, got {type(options).__name__}")
     return FrozenOptions(options)
+
+
+def backward_options(adjoint_options: Mapping[str, Any] | None, options: Mapping[str, Any] | None):
+    """The adjoint's options: its own, else the forward ones without "norm" (a forward norm is over the
+    state, not the augmented state of the backward solve)."""
+    if adjoint_options is not None or options is None:
+        return adjoint_options
+    return {k: v for k, v in options.items() if k != "norm"}

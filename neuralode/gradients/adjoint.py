@@ -23,7 +23,7 @@ from .._setup.norms import build_norm
 from .._setup.precision import solver_precision
 from .._setup.prepare import Setup
 from .._setup.tolerances import Tolerance, backward_tolerances
-from .._setup.validation import check_adjoint_params, frozen_options, make_solver
+from .._setup.validation import backward_options, check_adjoint_params, frozen_options, make_solver
 from ..errors import SolverError
 from ..solvers import FlatProblem, Solver
 from ..solvers.controllers import GridController
@@ -58,9 +58,7 @@ class Adjoint:
 
     def plan(self, setup: Setup, params: tuple[Tensor, ...], stats: SolveStats) -> _AdjointPlan:
         """Build and check the backward solve before the forward one runs."""
-        options = self.options
-        if options is None and setup.options is not None:
-            options = {k: v for k, v in setup.options.items() if k != "norm"}
+        options = backward_options(self.options, setup.options)
         solver = make_solver(self.method or setup.method, options, arg="adjoint_method")
         rtol, atol = backward_tolerances(
             solver, setup.layout, setup.rtol, setup.atol, self.rtol, self.atol, [p.numel() for p in params]

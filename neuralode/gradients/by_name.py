@@ -11,6 +11,7 @@ from .direct import Direct
 
 Gradient = Direct | Adjoint | Checkpointed
 GRADIENT_NAMES = ("direct", "adjoint", "checkpoint")
+ADJOINT_SETTINGS = ("rtol", "atol", "method", "options")  # what Adjoint(...) takes
 
 
 def gradient_from_name(
@@ -27,7 +28,7 @@ def gradient_from_name(
         settings = {k: v for k, v in (adjoint or {}).items() if v is not None}
         if not settings.get("options"):  # an empty options dict, as in a config: the forward ones apply
             settings.pop("options", None)
-        unknown = set(settings) - {"rtol", "atol", "method", "options"}
+        unknown = set(settings) - set(ADJOINT_SETTINGS)
         if unknown:
             raise ValueError(
                 f"unknown adjoint settings {sorted(unknown)}: the backward solve takes rtol, atol, method "

@@ -4,12 +4,10 @@ fwd+bwd time, NFE and the gradient's relative 2-norm error for the three librari
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import Tensor
 
-from .adapters import SOLVE
+from .cases import gradient_job
 from .harness import Timed, round_robin
 from .problems import block_input, flat_grad, make_block_field, make_mlp
 
@@ -45,6 +43,11 @@ def reference_gradient(problem: dict, rtol: float) -> Tensor:
     return flat_grad(field)
 
 
+def _final_sum(ys: Tensor) -> Tensor:
+    """The loss of case 7: sum(y(1))."""
+    return ys[-1].sum()
+
+
 def case_adjoint(libs: list[str], cfg: dict) -> list[dict]:
     rows = []
     for name, problem in problems(cfg).items():
@@ -55,24 +58,7 @@ def case_adjoint(libs: list[str], cfg: dict) -> list[dict]:
         for lib in libs:
             for mode in MODES[lib]:
                 field = Timed(problem["field"](dtype), problem["flat"] if lib == "torchode" else None)
-
-                def job(lib=lib, mode=mode, field=field, y0=y0, t=t, tol=tol, reference=reference) -> dict:
-                    field.zero_grad(set_to_none=True)
-                    field.reset()
-                    start = time.perf_counter()
-                    ys = SOLVE[lib](field, y0, t, tol, tol, mode)
-                    nfe_forward = field.calls
-                    ys[-1].sum().backward()
-                    seconds = time.perf_counter() - start
-                    grad = flat_grad(field)
-                    return {
-                        "seconds": seconds,
-                        "nfe_forward": nfe_forward,
-                        "nfe_backward": field.calls - nfe_forward,
-                        "grad_rel_error": ((grad - reference).norm() / reference.norm()).item(),
-                    }
-
-                jobs[(lib, mode)] = job
+                jobs[(lib, mode)] = gradient_job(lib, mode, field, y0, t, tol, _final_sum, reference)
         for (lib, mode), summary in round_robin(jobs, cfg["adjoint_repeats"][name]).items():
             rows.append({"problem": name, "dtype": str(dtype).replace("torch.", ""), "tol": tol,
                          "library": lib, "mode": mode, **summary})  # fmt: skip
