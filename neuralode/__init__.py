@@ -20,6 +20,8 @@ from .models import ODEBlock as ODEBlock
 from .odeint import odeint as odeint
 from .odeint import odeint_adjoint as odeint_adjoint
 from .odeint import odeint_checkpoint as odeint_checkpoint
+from .per_sample import PerSample as PerSample
+from .per_sample import PerSampleSolveError as PerSampleSolveError
 from .solution import Solution as Solution
 from .solve import solve as solve
 from .solver_config import SolverConfig as SolverConfig
@@ -40,6 +42,8 @@ __all__ = [
     "NonFiniteStateError",
     "ODEBlock",
     "PassCounts",
+    "PerSample",
+    "PerSampleSolveError",
     "Solution",
     "SolveStats",
     "SolverConfig",

@@ -12,6 +12,7 @@ from torch import Tensor
 from ._setup.layout import UserState
 from ._setup.tolerances import ToleranceArg
 from .gradients import Adjoint, Checkpointed, Direct
+from .per_sample import PerSample
 from .solution import Solution
 from .solve import solve
 from .stats import SolveStats
@@ -28,6 +29,7 @@ def odeint(
     options: Mapping[str, Any] | None = None,
     event_fn: Callable | None = None,
     stats: SolveStats | None = None,
+    per_sample: bool | PerSample = False,
 ) -> UserState:
     """Integrate ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return y at every time in ``t``.
 
@@ -47,6 +49,13 @@ def odeint(
             ``t`` is ``[t0]`` or ``[t0, t1]`` (t1 only gives the direction) and the return value is
             ``(event_t, solution)`` with solution ``[y0, y(event_t)]``; gradients flow through event_t.
         stats: a :class:`SolveStats` whose ``forward`` counts are set by this call.
+        per_sample: True (or a :class:`PerSample` with its settings) solves each sample on its own: dim 0
+            of y0 (of every member of a tuple y0) is the sample; each sample has its own step size,
+            error test and outcome, so its answer does not depend on the rest of the batch. Then func
+            receives t as a (B,) tensor (one time per sample) and y as (B, ...); ``t`` may be (T,) or
+            (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
+            rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
+            says how each sample ended. Explicit Runge-Kutta methods only.
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.
@@ -57,7 +66,7 @@ def odeint(
         MaxStepsExceededError, StepSizeUnderflowError, NonFiniteStateError: during the solve.
     """
     common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}
-    return _unpack(solve(func, y0, t, gradient=Direct(), stats=stats, **common))
+    return _unpack(solve(func, y0, t, gradient=Direct(), stats=stats, per_sample=per_sample, **common))
 
 
 def odeint_adjoint(
@@ -76,6 +85,7 @@ def odeint_adjoint(
     adjoint_options: Mapping[str, Any] | None = None,
     adjoint_params: Sequence[Tensor] | None = None,
     stats: SolveStats | None = None,
+    per_sample: bool | PerSample = False,
 ) -> UserState:
     """Like :func:`odeint`, with gradients from the adjoint method in O(1) memory in the steps.
 
@@ -111,6 +121,7 @@ def odeint_checkpoint(
     checkpoint_every: int = 1,
     adjoint_params: Sequence[Tensor] | None = None,
     stats: SolveStats | None = None,
+    per_sample: bool | PerSample = False,
 ) -> UserState:
     """Like :func:`odeint`, with the gradients of direct backprop in memory O(checkpoints).
 

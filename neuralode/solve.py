@@ -20,6 +20,7 @@ from ._setup.prepare import Setup, prepare
 from ._setup.tolerances import ToleranceArg
 from .gradients import Adjoint, Checkpointed, Direct, Gradient
 from .gradients.time_gradient import OutputTimes, StartTime, TimeGradient
+from .per_sample import PerSample, per_sample_config, solve_per_sample
 from .solution import Solution
 from .stats import PassCounts, SolveStats
 
@@ -37,13 +38,15 @@ def solve(
     gradient: Gradient | None = None,
     params: Sequence[Tensor] | None = None,
     stats: SolveStats | None = None,
+    per_sample: bool | PerSample = False,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)``, differentiable by ``gradient`` (default :class:`Direct`).
 
     The arguments are those of :func:`neuralode.odeint`; ``gradient`` is ``Direct()``, ``Adjoint(...)``
     or ``Checkpointed(every=k)``, and ``params`` the tensors an adjoint or checkpointed gradient is
     taken for (default ``func.parameters()``). ``stats``: the :class:`SolveStats` to fill (a new one
-    by default); the solution's ``stats`` is that object.
+    by default); the solution's ``stats`` is that object. ``per_sample``: True or a
+    :class:`PerSample` solves every sample (dim 0 of y0) with its own steps (:mod:`neuralode.per_sample`).
     """
     gradient = Direct() if gradient is None else gradient
     if not isinstance(gradient, Direct | Adjoint | Checkpointed):
@@ -53,6 +56,12 @@ def solve(
         )
     stats = SolveStats() if stats is None else stats
     stats.backward = PassCounts()  # filled when this call's backward pass runs, if it has one
+    stats.status = None
+    config = per_sample_config(per_sample)
+    if config is not None:
+        return solve_per_sample(
+            func, y0, t, rtol, atol, method, options, event_fn, gradient, params, stats, config
+        )
     found = gradient.params(func, params)
     setup = prepare(func, y0, t, rtol, atol, method, options, event_fn)
     plan = gradient.plan(setup, found, stats)

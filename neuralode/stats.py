@@ -35,6 +35,8 @@ class SolveStats:
 
     forward: PassCounts = field(default_factory=PassCounts)
     backward: PassCounts = field(default_factory=PassCounts)
+    # per_sample solves: how each sample ended ("success", "max_num_steps", "step_underflow", ...)
+    status: tuple[str, ...] | None = None
 
     @property
     def nfe_forward(self) -> int:
