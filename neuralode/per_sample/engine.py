@@ -103,6 +103,50 @@ def initial_steps(func, t, y, f0, direction, order, rtol, atol, norm, rows) -> T
     return torch.where(torch.isfinite(h) & (h > 0), h, torch.full_like(h, 1e-6))
 
 
+class _Coefficients:
+    """A tableau's stage, solution and error weights as (k, 1, 1) tensors, for ``(K[:k] * w).sum(0)``:
+    one product and one sum over stages per combination (a row's rounding is the same wherever it sits)."""
+
+    def __init__(self, tab: ButcherTableau, dtype: torch.dtype, device: torch.device) -> None:
+        def col(values) -> Tensor:
+            return torch.tensor(list(values), dtype=dtype, device=device).reshape(-1, 1, 1)
+
+        self.a = [None, *(col(row) for row in tab.a[1:])]
+        self.b = col(tab.b)
+        self.b_err = col(tab.b_err)
+        self.b_err_secondary = None if tab.b_err_secondary is None else col(tab.b_err_secondary)
+
+
+def _weighted(stages: Tensor, weights: Tensor) -> Tensor:
+    """sum_j w_j K_j over the leading (stage) dimension."""
+    return (stages * weights).sum(dim=0)
+
+
+class _Stages:
+    """The (stages, B, N) stage tensor: a buffer reused across steps without autograd, else stacked."""
+
+    def __init__(self, num: int, y: Tensor) -> None:
+        self.grad = torch.is_grad_enabled()
+        self.buffer = None if self.grad else torch.empty((num, *y.shape), dtype=y.dtype, device=y.device)
+        self.rows: list[Tensor] = []
+
+    def reset(self, f0: Tensor) -> None:
+        self.rows = [f0]
+        if self.buffer is not None:
+            self.buffer[0].copy_(f0)
+
+    def append(self, k: Tensor) -> None:
+        if self.buffer is not None:
+            self.buffer[len(self.rows)].copy_(k)
+        self.rows.append(k)
+
+    def first(self, i: int) -> Tensor:
+        """K[:i] as one tensor."""
+        if self.buffer is not None:
+            return self.buffer[:i]
+        return torch.stack(self.rows[:i])
+
+
 class SampleRKSolver:
     """Steps an embedded explicit tableau per sample; see the module docstring."""
 
@@ -117,6 +161,7 @@ class SampleRKSolver:
         batch, n = y.shape
         dtype, device = y.dtype, y.device
         dtab = DeviceTableau(tab, dtype, device)
+        coeffs = _Coefficients(tab, dtype, device)
         times, n_out = problem.times, problem.times.shape[1]
         direction = problem.direction
         t = times[:, 0].clone()
@@ -126,15 +171,16 @@ class SampleRKSolver:
         max_steps = self.max_steps
         controller = SampleController(opts, tab.embedded_order + 1, batch, device)
         status = torch.full((batch,), RUNNING, dtype=torch.long, device=device)
-        zeros = torch.zeros(batch, dtype=torch.long, device=device)
-        counts = {"n_steps": zeros.clone(), "n_accepted": zeros.clone(), "n_rejected": zeros.clone()}
-        nonfinite = zeros.clone()
+        n_steps = torch.zeros(batch, dtype=torch.long, device=device)
+        n_accepted = torch.zeros_like(n_steps)
         rows_all = torch.arange(batch, device=device)
-        out_rows, out_cols, out_vals = [rows_all], [zeros.clone()], [y]
+        out_rows, out_cols, out_vals = [rows_all], [torch.zeros_like(rows_all)], [y]
         next_out = torch.ones(batch, dtype=torch.long, device=device)
         if n_out == 1:
             status[:] = SUCCESS
+            counts = {"n_steps": n_steps, "n_accepted": n_accepted, "n_rejected": n_steps.clone()}
             return self._assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts)
+        next_tau = times[:, 1].clone()  # each sample's next output time
 
         f0 = func(t, y)
         if opts.first_step is not None:
@@ -142,91 +188,117 @@ class SampleRKSolver:
         else:
             h = initial_steps(func, t, y, f0, direction, tab.embedded_order, rtol, atol, norm, None)
         c = dtab.c
+        nonfinite = torch.zeros_like(n_steps)
         last_nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
+        stages = _Stages(dtab.num_stages, y)
+        run = status == RUNNING
 
         while True:
-            run = status == RUNNING
             h = h.clamp(min=opts.min_step, max=opts.max_step)
             t1 = t + direction * h
             t1 = torch.where(direction * (t1 - t_end) >= 0, t_end, t1)  # end exactly on the last time
-            dt = torch.where(run, t1 - t, torch.zeros_like(t))
-            stuck = run & ((t1 == t) | (t + dt == t))
-            status = torch.where(stuck & last_nonfinite, NON_FINITE, status)
-            status = torch.where(stuck & ~last_nonfinite, UNDERFLOW, status)
-            status = torch.where(run & ~stuck & (counts["n_steps"] >= max_steps), MAX_STEPS, status)
-            run = status == RUNNING
+            dt = torch.where(run, t1 - t, 0.0)
+            stuck = run & (t + dt == t)
+            out_of_steps = run & (n_steps >= max_steps)
+            if bool((stuck | out_of_steps).any()):  # rare: fail those samples
+                status = torch.where(stuck, torch.where(last_nonfinite, NON_FINITE, UNDERFLOW), status)
+                status = torch.where(out_of_steps & ~stuck, MAX_STEPS, status)
+                run = status == RUNNING
+                dt = torch.where(run, dt, 0.0)
             if not bool(run.any()):
                 break
-            dt = torch.where(run, dt, torch.zeros_like(dt))
-            counts["n_steps"] += run
+            n_steps += run
 
             active = run.nonzero().flatten() if self.compact else None
             if active is not None and active.numel() == batch:
                 active = None
-            y_a, t_a, dt_a, f0_a = _take((y, t, dt, f0), active)
+            if active is None:
+                y_a, t_a, dt_a, f0_a = y, t, dt, f0
+            else:
+                y_a, t_a, dt_a, f0_a = y[active], t[active], dt[active], f0[active]
+            if active is not None and stages.buffer is not None and stages.buffer.shape[1] != active.numel():
+                stages_a = _Stages(dtab.num_stages, y_a)
+            else:
+                stages_a = stages
             dt_col = dt_a.to(dtype)[:, None]
-            stages = [f0_a]
+            stages_a.reset(f0_a)
             for i in range(1, dtab.num_stages):
-                yi = _combine(y_a, dt_col, stages, tab.a[i])
-                stages.append(func(t_a + c[i] * dt_a, yi, active))
-            y1_a = yi if dtab.fsal else _combine(y_a, dt_col, stages, tab.b)
+                yi = y_a + _weighted(stages_a.first(i), coeffs.a[i]) * dt_col
+                stages_a.append(func(t_a + c[i] * dt_a, yi, active))
+            y1_a = yi if dtab.fsal else y_a + _weighted(stages_a.first(dtab.num_stages), coeffs.b) * dt_col
+            k_all = stages_a.first(dtab.num_stages)
             ratio_a = self._ratio(
-                stages, y_a, y1_a, dt_a, dt_col, _take1(rtol, active), _take1(atol, active), norm
+                k_all, coeffs, y_a, y1_a, dt_col, _take1(rtol, active), _take1(atol, active), norm
             )
-            ratio = ratio_a if active is None else _scatter(torch.full_like(t, 0.0), active, ratio_a)
-            y1 = y1_a if active is None else _scatter(y.clone(), active, y1_a)
+            if active is None:
+                ratio, y1 = ratio_a, y1_a
+            else:
+                ratio = _scatter(torch.zeros_like(t), active, ratio_a)
+                y1 = _scatter(y, active, y1_a)
 
+            # a non-finite ratio (NaN) fails "<= 1": the step is rejected and retried ten times shorter
+            accept = run & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
+            n_accepted += accept
             finite = torch.isfinite(ratio)
-            accept = run & finite & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
-            reject = run & ~accept
-            counts["n_accepted"] += accept
-            counts["n_rejected"] += reject
-            bad = run & ~finite
-            nonfinite = torch.where(bad, nonfinite + 1, torch.where(run, 0, nonfinite))
-            status = torch.where(nonfinite > _MAX_NONFINITE_RETRIES, NON_FINITE, status)
-            last_nonfinite = torch.where(run, bad, last_nonfinite)
+            if not bool(finite.all()):
+                bad = run & ~finite
+                nonfinite = torch.where(bad, nonfinite + 1, torch.where(run, 0, nonfinite))
+                status = torch.where(nonfinite > _MAX_NONFINITE_RETRIES, NON_FINITE, status)
+                last_nonfinite = torch.where(run, bad, last_nonfinite)
+                ratio = torch.where(finite, ratio, 0.0)
+            else:
+                bad = None
+                nonfinite.zero_()
+                last_nonfinite.zero_()
 
             if bool(accept.any()):
                 if dtab.fsal:
-                    f1_a = stages[-1]
-                    f1 = f1_a if active is None else _scatter(f0.clone(), active, f1_a)
+                    f1_a = stages_a.rows[-1]
                 else:
                     f1_a = func(_take1(t1, active), y1_a, active)
-                    f1 = f1_a if active is None else _scatter(f0.clone(), active, f1_a)
-                next_out = self._emit(
-                    dtab, stages, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times, next_out,
-                    direction, out_rows, out_cols, out_vals, func,
-                )  # fmt: skip
+                f1 = f1_a if active is None else _scatter(f0, active, f1_a)
+                emit = accept & (direction * (next_tau - t1) <= 0)
+                if bool(emit.any()):
+                    next_out = self._emit(
+                        dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times,
+                        next_out, direction, out_rows, out_cols, out_vals, func,
+                    )  # fmt: skip
+                    next_tau = times.gather(1, next_out.clamp(max=n_out - 1)[:, None]).squeeze(1)
+                    status = torch.where(accept & (next_out >= n_out), SUCCESS, status)
                 acc_col = accept[:, None]
                 y = torch.where(acc_col, y1, y)
                 f0 = torch.where(acc_col, f1, f0)
                 t = torch.where(accept, t1, t)
-                status = torch.where(accept & (next_out >= n_out), SUCCESS, status)
-            h_next = controller.next_step(dt.abs(), torch.where(finite, ratio, 0.0), accept)
-            h_next = torch.where(bad, dt.abs() * 0.1, h_next)
-            # a rejected step a few ULPs long that cannot shrink any more
-            cannot_shrink = reject & finite & (t + direction * h_next == t1)
-            status = torch.where(cannot_shrink & (status == RUNNING), UNDERFLOW, status)
+            h_next = controller.next_step(dt.abs(), ratio, accept)
+            if bad is not None:
+                h_next = torch.where(bad, dt.abs() * 0.1, h_next)
+            else:  # a rejected step a few ULPs long that cannot shrink any more
+                cannot_shrink = run & ~accept & (t + direction * h_next == t1)
+                if bool(cannot_shrink.any()):
+                    status = torch.where(cannot_shrink & (status == RUNNING), UNDERFLOW, status)
             h = torch.where(run, h_next, h)
+            run = status == RUNNING
 
+        counts = {"n_steps": n_steps, "n_accepted": n_accepted, "n_rejected": n_steps - n_accepted}
         return self._assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts)
 
-    def _ratio(self, stages, y, y1, dt, dt_col, rtol, atol, norm: RowNorm) -> Tensor:
-        """The per-sample error ratio (B,), float64; NaN/inf where the step is not finite."""
-        tab = self.tableau
+    def _ratio(
+        self, stages: Tensor, coeffs: _Coefficients, y, y1, dt_col, rtol, atol, norm: RowNorm
+    ) -> Tensor:
+        """The per-sample error ratio (B,), float64; NaN where the step is not finite."""
         with torch.no_grad():
-            ks = [k.detach() for k in stages]
+            stages = stages.detach()
             scale = torch.maximum(y.detach().abs(), y1.detach().abs()) * rtol + atol
-            err = _combine(torch.zeros_like(y1), dt_col, ks, tab.b_err) / scale
-            if tab.b_err_secondary is None:
+            err = _weighted(stages, coeffs.b_err) * dt_col / scale
+            if coeffs.b_err_secondary is None:
                 ratio = norm(err)
             else:  # DOP853's blend of its 5th- and 3rd-order estimates, per member, then the maximum
-                err3 = _combine(torch.zeros_like(y1), dt_col, ks, tab.b_err_secondary) / scale
+                err3 = _weighted(stages, coeffs.b_err_secondary) * dt_col / scale
                 n5, n3 = norm.per_member(err), norm.per_member(err3)
                 denom = torch.sqrt(n5 * n5 + 0.01 * n3 * n3)
                 ratio = torch.where(denom == 0, torch.zeros_like(denom), n5 * n5 / denom).amax(dim=0)
-            finite_state = torch.isfinite(y1.detach()).all(dim=1)
-            return torch.where(finite_state, ratio, torch.full_like(ratio, math.nan))
+            # a non-finite state with a finite error estimate (inf - inf) must not pass the test
+            return torch.where(torch.isfinite(y1.detach()).all(dim=1), ratio, math.nan)
 
     def _emit(
         self, dtab, stages, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times, next_out, direction,
@@ -268,22 +340,12 @@ class SampleRKSolver:
 
     @staticmethod
     def _dense_eval(dtab, y, ext, dt, theta) -> Tensor:
-        """y + dt * sum_i b_i(theta) k_i, per sample (theta, dt float64 (B,))."""
-        powers, p = [], theta.clone()
-        for _ in range(dtab.dense_degree):
-            powers.append(p)
-            p = p * theta
-        acc = None
-        for k, row in zip(ext, dtab.dense_rows, strict=True):
-            w = None
-            for coeff, power in zip(row, powers, strict=True):
-                if coeff != 0.0:
-                    w = power * coeff if w is None else w + power * coeff
-            if w is None:
-                continue
-            term = k * (w * dt).to(y.dtype)[:, None]
-            acc = term if acc is None else acc + term
-        return y if acc is None else y + acc
+        """y + dt * sum_i b_i(theta) k_i, per sample (theta, dt float64 (B,)); every reduction is within
+        one sample's entries, so a row's value does not depend on the rest of the batch."""
+        powers = theta[:, None].expand(-1, dtab.dense_degree).cumprod(dim=1)  # theta, theta^2, ...
+        weights = torch.tensor(dtab.dense_rows, dtype=torch.float64, device=y.device)  # (stages, degree)
+        w = (powers[:, None, :] * weights[None]).sum(dim=2) * dt[:, None]  # (B, stages)
+        return y + (torch.stack(ext) * w.t().to(y.dtype)[:, :, None]).sum(dim=0)
 
     @staticmethod
     def _assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts):
@@ -291,12 +353,6 @@ class SampleRKSolver:
         ys = torch.full((batch, n_out, n), math.nan, dtype=y.dtype, device=y.device)
         ys = ys.index_put((rows, cols), vals)
         return ys, status, t, counts
-
-
-def _take(tensors, rows):
-    if rows is None:
-        return tensors
-    return tuple(x[rows] for x in tensors)
 
 
 def _take1(x: Tensor, rows: Tensor | None) -> Tensor:

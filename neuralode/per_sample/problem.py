@@ -84,8 +84,8 @@ class SampleFunc:
             if not self._checked and hasattr(error, "add_note"):  # the first call: say what func was given
                 error.add_note(
                     f"(neuralode, per_sample=True: func was called with t a (B,) tensor of shape "
-                    f"{tuple(t_user.shape)}, one time per sample, and y of batch {y.shape[0]}; use t per row, "
-                    "e.g. t[:, None] * y)"
+                    f"{tuple(t_user.shape)}, one time per sample, and y of batch {y.shape[0]}; use t per "
+                    "row, e.g. t[:, None] * y)"
                 )
             raise
         if not self._checked:

@@ -84,7 +84,11 @@ def _engine(solver: Any, method: str, config: PerSample):
     """The per-sample engine for a method: explicit Runge-Kutta, adaptive or on a fixed grid."""
     opts = solver.options
     explicit = isinstance(getattr(solver, "tableau", None), ButcherTableau)
-    if explicit and isinstance(solver, AdaptiveRKSolver) and type(solver).integrate is AdaptiveRKSolver.integrate:
+    if (
+        explicit
+        and isinstance(solver, AdaptiveRKSolver)
+        and type(solver).integrate is AdaptiveRKSolver.integrate
+    ):
         if opts.norm not in (None, "rms"):
             raise ValueError(
                 "per_sample=True measures each sample's error with the RMS norm: options['norm'] must be "
