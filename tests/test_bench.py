@@ -126,7 +126,11 @@ def test_smoke_run_writes_results(tmp_path):
     assert memory == {("direct", 2), ("adjoint", 2), ("checkpoint", 2)}
     errors = {row["mode"]: row["grad_rel_error"] for row in result["case3_gradients"]}
     assert abs(errors["checkpoint"] - errors["direct"]) <= 1e-6 * errors["direct"]  # the same gradient
+    per_sample = {row["mode"]: row for row in result["case8_per_sample"]}
+    assert set(per_sample) == {"per_sample", "per_sample, compact", "joint"}
+    assert per_sample["per_sample"]["sample_steps"] < per_sample["joint"]["sample_steps"]
+    assert all(row["error"] < 1e-3 for row in per_sample.values())
     text = (tmp_path / "bench.md").read_text()
-    for heading in ("Smoke run", "## Case 1-2", "## Case 3", "## Case 4", "## Case 5"):
+    for heading in ("Smoke run", "## Case 1-2", "## Case 3", "## Case 4", "## Case 5", "## Case 8"):
         assert heading in text
     assert (tmp_path / "bench_memory.png").stat().st_size > 0

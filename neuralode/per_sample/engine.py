@@ -259,11 +259,10 @@ class SampleRKSolver:
                 f1 = f1_a if active is None else _scatter(f0, active, f1_a)
                 emit = accept & (direction * (next_tau - t1) <= 0)
                 if bool(emit.any()):
-                    next_out = self._emit(
+                    next_out, next_tau = self._emit(
                         dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times,
                         next_out, direction, out_rows, out_cols, out_vals, func,
                     )  # fmt: skip
-                    next_tau = times.gather(1, next_out.clamp(max=n_out - 1)[:, None]).squeeze(1)
                     status = torch.where(accept & (next_out >= n_out), SUCCESS, status)
                 acc_col = accept[:, None]
                 y = torch.where(acc_col, y1, y)
@@ -304,7 +303,7 @@ class SampleRKSolver:
         self, dtab, stages, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times, next_out, direction,
         out_rows, out_cols, out_vals, func,
     ) -> Tensor:  # fmt: skip
-        """Record the outputs inside each accepted step (t, t1]; returns the next output index."""
+        """Record the outputs inside each accepted step (t, t1]; returns the next output index and time."""
         n_out = times.shape[1]
         ext = None
         while True:
@@ -312,7 +311,7 @@ class SampleRKSolver:
             tau = times.gather(1, col[:, None]).squeeze(1)
             emit = accept & (next_out < n_out) & (direction * (tau - t1) <= 0)
             if not bool(emit.any()):
-                return next_out
+                return next_out, tau
             exact = tau == t1
             values = y1
             if bool((emit & ~exact).any()):
@@ -343,7 +342,10 @@ class SampleRKSolver:
         """y + dt * sum_i b_i(theta) k_i, per sample (theta, dt float64 (B,)); every reduction is within
         one sample's entries, so a row's value does not depend on the rest of the batch."""
         powers = theta[:, None].expand(-1, dtab.dense_degree).cumprod(dim=1)  # theta, theta^2, ...
-        weights = torch.tensor(dtab.dense_rows, dtype=torch.float64, device=y.device)  # (stages, degree)
+        weights = getattr(dtab, "dense_weights_f64", None)
+        if weights is None:  # (stages, degree), made once per solve
+            weights = torch.tensor(dtab.dense_rows, dtype=torch.float64, device=y.device)
+            dtab.dense_weights_f64 = weights
         w = (powers[:, None, :] * weights[None]).sum(dim=2) * dt[:, None]  # (B, stages)
         return y + (torch.stack(ext) * w.t().to(y.dtype)[:, :, None]).sum(dim=0)
 

@@ -22,6 +22,8 @@ tight-tolerance float64 reference (neuralode dopri8, rtol=atol=1e-12). Cases:
 7. The adjoint with its default settings on one interval t = [0, 1], loss sum(y(1)) (issue 18): the
    tanh-MLP at batch 512 in float64 (rtol=atol=1e-6) and the ODE-Net block at batch 128 in float32
    (1e-3): fwd+bwd time, NFE and the gradient error against a float64 dopri8 adjoint solve.
+8. Per-sample solving (issue 21): 256 Van der Pol oscillators, mu over [0.1, 10], per_sample=True
+   (with and without compaction) vs joint mode and torchode: steps, NFE, time and error.
 
 torchdiffeq and torchode are optional (requirements/bench.txt); a library that is not installed is
 left out and the output says so. ``--quick`` is a seconds-long smoke run with tiny sizes (its numbers
@@ -49,6 +51,7 @@ from .cases import case_block, case_compile, case_forward, case_gradients, case_
 from .config import ROOT, config
 from .harness import load_average, machine
 from .memory import case_memory, memory_point
+from .per_sample_cases import case_per_sample
 from .report import plot_memory, write_results
 
 
@@ -65,7 +68,7 @@ def main() -> None:
         "--cases",
         nargs="+",
         default=None,
-        choices=["1", "3", "4", "5", "6", "7"],
+        choices=["1", "3", "4", "5", "6", "7", "8"],
         help="default: all; case 2 comes with case 1; 6 (the torch.compile check, some 30 s of compiling) "
         "is left out of --quick unless named",
     )
@@ -73,7 +76,7 @@ def main() -> None:
     parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cases is None:
-        args.cases = ["1", "3", "4", "5", "7"] if args.quick else ["1", "3", "4", "5", "6", "7"]
+        args.cases = ["1", "3", "4", "5", "7", "8"] if args.quick else ["1", "3", "4", "5", "6", "7", "8"]
     torch.set_num_threads(args.threads)
     if args.memory_point:
         lib, mode, steps, channels, size, batch = args.memory_point
@@ -102,6 +105,7 @@ def main() -> None:
         "case5_memory": [],
         "case6_compile": [],
         "case7_adjoint": [],
+        "case8_per_sample": [],
     }
     case_seconds = {}
     clock = time.perf_counter()
@@ -124,7 +128,10 @@ def main() -> None:
         case_seconds["6"], clock = time.perf_counter() - clock, time.perf_counter()
     if "7" in args.cases:
         result["case7_adjoint"] = case_adjoint(libs, cfg)
-        case_seconds["7"] = time.perf_counter() - clock
+        case_seconds["7"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "8" in args.cases:
+        result["case8_per_sample"] = case_per_sample(libs, cfg)
+        case_seconds["8"] = time.perf_counter() - clock
 
     result["config"] = {
         k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)

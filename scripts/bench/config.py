@@ -33,6 +33,10 @@ def config(quick: bool) -> dict:
             "adjoint_mlp_batch": 16,
             "adjoint_reference_rtol": {"mlp": 1e-10, "block": 1e-6},
             "adjoint_repeats": {"mlp": 1, "block": 1},
+            "per_sample_batch": 8,
+            "per_sample_t_end": 2.0,
+            "per_sample_times": 5,
+            "per_sample_repeats": 1,
         }
     return {
         "batches": [512, 16],
@@ -54,4 +58,8 @@ def config(quick: bool) -> dict:
         "adjoint_mlp_batch": 512,
         "adjoint_reference_rtol": {"mlp": 1e-12, "block": 1e-7},  # float64 dopri8 (the block: adjoint)
         "adjoint_repeats": {"mlp": 7, "block": 3},
+        "per_sample_batch": 256,
+        "per_sample_t_end": 10.0,
+        "per_sample_times": 50,
+        "per_sample_repeats": 5,
     }

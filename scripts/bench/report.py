@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .adapters import memory_modes
+from .per_sample_cases import per_sample_lines
 from .targets import summary_lines
 
 
@@ -262,6 +263,7 @@ def write_markdown(result: dict, path: Path) -> None:
         out += ["", "![memory](bench_memory.png)", ""]
 
     out += adjoint_lines(result.get("case7_adjoint", []))
+    out += per_sample_lines(result.get("case8_per_sample", []))
 
     compiled = result.get("case6_compile", [])
     if compiled:
