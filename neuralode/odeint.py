@@ -99,13 +99,26 @@ def odeint_adjoint(
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         stats: a :class:`SolveStats`; ``forward`` is set now, ``backward`` when backward runs.
+        per_sample: as in :func:`odeint` (adaptive methods): each sample's backward solve takes its own
+            steps, batched; dL/dparams is summed over samples and left out of the error control.
 
     Other arguments, the return value and the errors are those of :func:`odeint`. Gradients with
     respect to y0, every parameter (zero if unused) and every entry of t are returned.
     """
     gradient = Adjoint(rtol=adjoint_rtol, atol=adjoint_atol, method=adjoint_method, options=adjoint_options)
     common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}
-    return _unpack(solve(func, y0, t, gradient=gradient, params=adjoint_params, stats=stats, **common))
+    return _unpack(
+        solve(
+            func,
+            y0,
+            t,
+            gradient=gradient,
+            params=adjoint_params,
+            stats=stats,
+            per_sample=per_sample,
+            **common,
+        )
+    )
 
 
 def odeint_checkpoint(
@@ -136,6 +149,7 @@ def odeint_checkpoint(
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         event_fn: not supported (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
+        per_sample: not supported yet (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
         stats: a :class:`SolveStats`; ``forward`` is set now (``n_checkpoints``: states stored),
             ``backward`` (the replay's evaluations) when backward runs.
 
@@ -148,7 +162,18 @@ def odeint_checkpoint(
     """
     gradient = Checkpointed(every=checkpoint_every)
     common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}
-    return _unpack(solve(func, y0, t, gradient=gradient, params=adjoint_params, stats=stats, **common))
+    return _unpack(
+        solve(
+            func,
+            y0,
+            t,
+            gradient=gradient,
+            params=adjoint_params,
+            stats=stats,
+            per_sample=per_sample,
+            **common,
+        )
+    )
 
 
 def _unpack(solution: Solution) -> UserState | tuple[Tensor, UserState]:

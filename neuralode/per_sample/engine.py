@@ -154,8 +154,13 @@ class SampleRKSolver:
         self.tableau, self.options, self.compact = tableau, options, compact
         self.max_steps = resolve_max_num_steps(options.max_num_steps, event=False)
 
-    def integrate(self, problem: SampleProblem) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts)."""
+    def integrate(
+        self, problem: SampleProblem, quadrature=None
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts).
+
+        ``quadrature``: an object whose ``add(t, dt, stage_times, stage_inputs, accepted)`` is called after
+        every step some sample accepts (the adjoint integrates dL/dtheta over accepted steps with it)."""
         opts, tab = self.options, self.tableau
         func, y = problem.func, problem.y0
         batch, n = y.shape
@@ -222,8 +227,10 @@ class SampleRKSolver:
                 stages_a = stages
             dt_col = dt_a.to(dtype)[:, None]
             stages_a.reset(f0_a)
+            inputs = [y_a]
             for i in range(1, dtab.num_stages):
                 yi = y_a + _weighted(stages_a.first(i), coeffs.a[i]) * dt_col
+                inputs.append(yi)
                 stages_a.append(func(t_a + c[i] * dt_a, yi, active))
             y1_a = yi if dtab.fsal else y_a + _weighted(stages_a.first(dtab.num_stages), coeffs.b) * dt_col
             k_all = stages_a.first(dtab.num_stages)
@@ -239,6 +246,9 @@ class SampleRKSolver:
             # a non-finite ratio (NaN) fails "<= 1": the step is rejected and retried ten times shorter
             accept = run & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
             n_accepted += accept
+            if quadrature is not None and bool(accept.any()):
+                stage_times = [t_a + ci * dt_a for ci in c]
+                quadrature.add(dt_a, stage_times, inputs, _take1(accept, active))
             finite = torch.isfinite(ratio)
             if not bool(finite.all()):
                 bad = run & ~finite

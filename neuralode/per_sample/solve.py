@@ -9,14 +9,15 @@ import torch
 from torch import Tensor
 
 from .._setup.tolerances import solve_tolerances
-from .._setup.validation import check_func, check_y0, make_solver
-from ..gradients import Direct
+from .._setup.validation import backward_options, check_func, check_y0, make_solver
+from ..gradients import Adjoint, Checkpointed
 from ..solution import Solution
 from ..solvers import DEFAULT_METHOD
 from ..solvers.adaptive import AdaptiveRKSolver
 from ..solvers.fixed_grid import FixedGridSolver
 from ..solvers.tableau import ButcherTableau
 from ..stats import PassCounts, SolveStats
+from .adjoint import PerSampleAdjoint
 from .config import PerSample
 from .engine import SampleRKSolver
 from .fixed_grid import SampleGridSolver
@@ -48,10 +49,13 @@ def solve_per_sample(
     engine = _engine(solver, method, config)
     if event_fn is not None:
         raise ValueError("per_sample=True with event_fn is not supported yet: use per_sample=False")
-    if not isinstance(gradient, Direct):
+    if isinstance(gradient, Checkpointed) or (
+        isinstance(gradient, Adjoint) and not isinstance(engine, SampleRKSolver)
+    ):
         raise ValueError(
-            f"per_sample=True supports odeint's direct gradients only so far, not {gradient.caller}: "
-            "use neuralode.odeint(..., per_sample=True) (backpropagation through the per-sample steps)"
+            f"per_sample=True supports odeint's direct gradients and odeint_adjoint with adaptive methods so "
+            f"far, not {gradient.caller} with method={method!r}: use odeint(..., per_sample=True) "
+            "(backpropagation through the per-sample steps)"
         )
     batch, dtype, device = layout.batch, layout.dtype, layout.device
     times = sample_times(t, batch, device)
@@ -65,9 +69,17 @@ def solve_per_sample(
     timing = SampleTimes.wanted(t)
     if timing:
         y_start = SampleTimes.start(problem, y_start, t)
-    ys, status, t_reached, step_counts = engine.integrate(
-        SampleProblem(sample_func, y_start, times, rtol_t, atol_t, layout.numels)
-    )
+    if isinstance(gradient, Adjoint):
+        found = gradient.params(func, params)
+        info = _adjoint_info(
+            gradient, func, layout, problem, engine, method, options, rtol, atol, stats, config
+        )
+        ys = PerSampleAdjoint.apply(info, y_start, *found)
+        status, t_reached, step_counts = info["result"]
+    else:
+        ys, status, t_reached, step_counts = engine.integrate(
+            SampleProblem(sample_func, y_start, times, rtol_t, atol_t, layout.numels)
+        )
     for name, value in step_counts.items():
         setattr(counts, name, value)
     stats.forward = counts
@@ -78,6 +90,36 @@ def solve_per_sample(
     if timing:  # y(t_b0) is y0 itself; later outputs move with their times
         ys = torch.cat([problem.y0.unsqueeze(1), SampleTimes.outputs(problem, ys, t)[:, 1:]], dim=1)
     return Solution(layout.unflatten(ys.transpose(0, 1)), stats, stats.status)
+
+
+def _adjoint_info(
+    gradient, func, layout, problem, engine, method, options, rtol, atol, stats, config
+) -> dict:
+    """What the per-sample adjoint's backward pass needs: its own engine and tolerances (each
+    defaulting to the forward one's, options without "norm")."""
+    backward_method = gradient.method or method
+    solver = make_solver(backward_method, backward_options(gradient.options, options), arg="adjoint_method")
+    backward = _engine(solver, backward_method, PerSample())
+    if not isinstance(backward, SampleRKSolver):
+        raise ValueError(f"per_sample=True: adjoint_method={backward_method!r} must be an adaptive method")
+    batch, dtype, device = layout.batch, layout.dtype, layout.device
+    b_rtol = sample_tolerance(
+        rtol if gradient.rtol is None else gradient.rtol, "adjoint_rtol", batch, dtype, device
+    )
+    b_atol = sample_tolerance(
+        atol if gradient.atol is None else gradient.atol, "adjoint_atol", batch, dtype, device
+    )
+    b_rtol, b_atol = solve_tolerances(solver, b_rtol, b_atol, dtype, ("adjoint_rtol", "adjoint_atol"))
+    return {
+        "engine": engine,
+        "backward_engine": backward,
+        "problem": problem,
+        "layout": layout,
+        "user_func": func,
+        "backward_rtol": b_rtol,
+        "backward_atol": b_atol,
+        "stats": stats,
+    }
 
 
 def _engine(solver: Any, method: str, config: PerSample):

@@ -1,0 +1,115 @@
+"""The adjoint method per sample: the backward solve of [z, a] is a per-sample solve (each sample with its
+own steps between its own output times, all samples batched), and dL/dtheta is integrated over each
+sample's accepted steps.
+
+dL/dtheta is summed over samples, so it cannot be error-controlled per sample (that would need a
+per-sample copy of every parameter): it is left out of the error control, as with the seminorm (Kidger,
+Chen & Lyons 2021), and integrated with the method's weights once each step's acceptance is known, by
+re-evaluating func at the accepted stages (one more evaluation per stage with a nonzero weight).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..stats import PassCounts
+from .engine import SampleRKSolver
+from .outcome import failure_error
+from .problem import SampleFunc, SampleLayout, SampleProblem
+
+
+class _AugmentedField:
+    """[z, a] -> [f(t, z), -a^T df/dz], row by row (func treats rows independently)."""
+
+    def __init__(self, func: SampleFunc, n: int) -> None:
+        self.func, self.n = func, n
+
+    def __call__(self, t: Tensor, state: Tensor, rows: Tensor | None = None) -> Tensor:
+        n = self.n
+        z, a = state[:, :n], state[:, n:]
+        with torch.enable_grad():
+            z_ = z.detach().requires_grad_(True)
+            f = self.func(t, z_)
+            (vjp,) = torch.autograd.grad(f, z_, a, allow_unused=True)
+        vjp = torch.zeros_like(z) if vjp is None else vjp
+        return torch.cat([f.detach(), -vjp], dim=1)
+
+
+class _ParameterIntegral:
+    """Accumulates dL/dtheta = -int a^T df/dtheta dt over the accepted steps of every sample."""
+
+    def __init__(self, func: SampleFunc, params: tuple[Tensor, ...], b: tuple[float, ...], n: int) -> None:
+        self.func, self.params, self.b, self.n = func, params, b, n
+        self.total = [torch.zeros_like(p) for p in params]
+
+    def add(self, dt: Tensor, stage_times: list[Tensor], inputs: list[Tensor], accepted: Tensor) -> None:
+        if not self.params:
+            return
+        n = self.n
+        outs, cotangents = [], []
+        scale = dt * accepted
+        with torch.enable_grad():
+            for bi, ti, si in zip(self.b, stage_times, inputs, strict=False):
+                if bi == 0.0:
+                    continue
+                outs.append(self.func(ti, si[:, :n].detach()))
+                cotangents.append(-si[:, n:].detach() * (scale * bi).to(si.dtype)[:, None])
+            grads = torch.autograd.grad(outs, self.params, cotangents, allow_unused=True)
+        for total, g in zip(self.total, grads, strict=True):
+            if g is not None:
+                total.add_(g)
+
+
+class PerSampleAdjoint(torch.autograd.Function):
+    """y0, *params -> ys (B, T, N) by a no-graph per-sample solve; backward by the per-sample adjoint."""
+
+    @staticmethod
+    def forward(ctx, info: dict, y0: Tensor, *params: Tensor) -> Tensor:
+        engine: SampleRKSolver = info["engine"]
+        problem: SampleProblem = info["problem"]
+        with torch.no_grad():
+            ys, status, t_reached, counts = engine.integrate(
+                SampleProblem(
+                    problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
+                )
+            )
+        info["result"] = (status, t_reached, counts)
+        ctx.info = info
+        ctx.save_for_backward(ys, *params)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys: Tensor):
+        ys, *params = ctx.saved_tensors
+        info = ctx.info
+        layout: SampleLayout = info["layout"]
+        problem: SampleProblem = info["problem"]
+        engine: SampleRKSolver = info["backward_engine"]
+        counts = PassCounts(nfe=torch.zeros(layout.batch, dtype=torch.long, device=ys.device))
+        func = SampleFunc(info["user_func"], layout, counts, with_rows=False)
+        func._checked = True
+        n = ys.shape[2]
+        field = _AugmentedField(func, n)
+        integral = _ParameterIntegral(func, tuple(params), engine.tableau.b, n)
+        times = problem.times
+        a = grad_ys[:, -1]
+        steps = {"n_steps": 0, "n_accepted": 0, "n_rejected": 0}
+        for j in range(times.shape[1] - 1, 0, -1):
+            state = torch.cat([ys[:, j], a], dim=1)
+            interval = SampleProblem(
+                field, state, times[:, [j, j - 1]].contiguous(), info["backward_rtol"], info["backward_atol"],
+                (n, n),
+            )  # fmt: skip
+            with torch.no_grad():
+                out, status, t_reached, step_counts = engine.integrate(interval, quadrature=integral)
+            error = failure_error(status, t_reached, engine.max_steps)
+            if error is not None:
+                raise error
+            for key in steps:
+                steps[key] = steps[key] + step_counts[key]
+            a = out[:, -1, n:] + grad_ys[:, j - 1]
+        for key, value in steps.items():
+            setattr(counts, key, value)
+        info["stats"].backward = counts
+        return (None, a, *integral.total)
