@@ -81,3 +81,44 @@ def esdirk_step(
     y1 = z  # stiffly accurate: the last stage is the solution
     error = dt * sum(e * k for e, k in zip(tab.b_error, ks) if e != 0.0)
     return ESDIRKStep(y1, error, ks[-1], True, iters, 1)
+
+
+def solve_to(
+    func,
+    tab: ESDIRKTableau,
+    t0: float,
+    t1: float,
+    y0: Tensor,
+    rtol: float,
+    atol: float,
+    dt0: float,
+    max_steps: int = 100_000,
+) -> tuple[Tensor, int, int]:
+    """Prototype adaptive loop (integral controller, Newton failure shrinks dt by 4): y(t1), accepted
+    and rejected steps. A stand-in until the shared adaptive engine takes implicit steps."""
+    t, y, dt = t0, y0, dt0
+    accepted = rejected = 0
+    k = tab.embedded_order + 1
+    while (t1 - t) * (1 if t1 > t0 else -1) > 0:
+        if accepted + rejected >= max_steps:
+            raise RuntimeError(f"solve_to: max_steps={max_steps} reached at t={t!r}")
+        dt = min(dt, t1 - t) if t1 > t0 else max(dt, t1 - t)
+        scale = atol + rtol * y.detach().abs()
+        r = esdirk_step(func, tab, t, y, dt, scale)
+        if not r.converged:
+            rejected += 1
+            dt /= 4
+            if abs(dt) < 1e-14 * max(abs(t), 1.0):
+                raise RuntimeError(f"solve_to: step size underflow at t={t!r}")
+            continue
+        scale = atol + rtol * torch.maximum(y.detach().abs(), r.y1.detach().abs())
+        ratio = float(torch.linalg.vector_norm(r.error / scale) / math.sqrt(y.numel()))
+        factor = min(5.0, max(0.2, 0.9 * ratio ** (-1.0 / k))) if ratio > 0 else 5.0
+        if ratio <= 1.0:
+            t, y = t + dt, r.y1
+            accepted += 1
+        else:
+            rejected += 1
+            factor = min(factor, 0.9)
+        dt *= factor
+    return y, accepted, rejected
