@@ -54,3 +54,17 @@ def test_van_der_pol_mu1000_against_radau(tab) -> None:
     err = np.abs(y.numpy() - ref) / (atol + rtol * np.abs(ref))
     print(tab.name, "vdp accepted", acc, "rejected", rej, "max scaled error", err.max())
     assert err.max() < 10.0
+
+
+def test_robertson_float32() -> None:
+    y0 = np.array([1.0, 0.0, 0.0])
+    ref = scipy_integrate.solve_ivp(_robertson_np, (0.0, 1e3), y0, method="Radau", rtol=1e-10, atol=1e-14).y[
+        :, -1
+    ]
+    rtol, atol = 1e-4, 1e-7
+    y, _, _ = solve_to(
+        _robertson, KVAERNO5, 0.0, 1e3, torch.tensor(y0, dtype=torch.float32), rtol, atol, 1e-5
+    )
+    assert y.dtype == torch.float32
+    err = np.abs(y.double().numpy() - ref) / (atol + rtol * np.abs(ref))
+    assert err.max() < 10.0
