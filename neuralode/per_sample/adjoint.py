@@ -87,8 +87,7 @@ class PerSampleAdjoint(torch.autograd.Function):
         problem: SampleProblem = info["problem"]
         engine: SampleRKSolver = info["backward_engine"]
         counts = PassCounts(nfe=torch.zeros(layout.batch, dtype=torch.long, device=ys.device))
-        func = SampleFunc(info["user_func"], layout, counts, with_rows=False)
-        func._checked = True
+        func = SampleFunc(info["user_func"], layout, counts, with_rows=False, checked=True)
         n = ys.shape[2]
         field = _AugmentedField(func, n)
         integral = _ParameterIntegral(func, tuple(params), engine.tableau.b, n)

@@ -159,7 +159,7 @@ class SampleRKSolver:
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts).
 
-        ``quadrature``: an object whose ``add(t, dt, stage_times, stage_inputs, accepted)`` is called after
+        ``quadrature``: an object whose ``add(dt, stage_times, stage_inputs, accepted)`` is called after
         every step some sample accepts (the adjoint integrates dL/dtheta over accepted steps with it)."""
         opts, tab = self.options, self.tableau
         func, y = problem.func, problem.y0
@@ -227,11 +227,13 @@ class SampleRKSolver:
                 stages_a = stages
             dt_col = dt_a.to(dtype)[:, None]
             stages_a.reset(f0_a)
-            inputs = [y_a]
+            inputs, stage_times = [y_a], [t_a]
             for i in range(1, dtab.num_stages):
                 yi = y_a + _weighted(stages_a.first(i), coeffs.a[i]) * dt_col
+                ti = t_a + c[i] * dt_a
                 inputs.append(yi)
-                stages_a.append(func(t_a + c[i] * dt_a, yi, active))
+                stage_times.append(ti)
+                stages_a.append(func(ti, yi, active))
             y1_a = yi if dtab.fsal else y_a + _weighted(stages_a.first(dtab.num_stages), coeffs.b) * dt_col
             k_all = stages_a.first(dtab.num_stages)
             ratio_a = self._ratio(
@@ -247,7 +249,6 @@ class SampleRKSolver:
             accept = run & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
             n_accepted += accept
             if quadrature is not None and bool(accept.any()):
-                stage_times = [t_a + ci * dt_a for ci in c]
                 quadrature.add(dt_a, stage_times, inputs, _take1(accept, active))
             finite = torch.isfinite(ratio)
             if not bool(finite.all()):

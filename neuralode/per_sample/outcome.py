@@ -6,14 +6,13 @@ from torch import Tensor
 
 from ..errors import SolverError
 
-RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE, EVENT = 0, 1, 2, 3, 4, 5
+RUNNING, SUCCESS, MAX_STEPS, UNDERFLOW, NON_FINITE = 0, 1, 2, 3, 4
 STATUS_NAMES = {
     RUNNING: "running",
     SUCCESS: "success",
     MAX_STEPS: "max_num_steps",
     UNDERFLOW: "step_underflow",
     NON_FINITE: "non_finite",
-    EVENT: "event",
 }
 _ADVICE = {
     MAX_STEPS: "raise options['max_num_steps'] or loosen rtol/atol",
@@ -44,7 +43,7 @@ def status_names(status: Tensor) -> tuple[str, ...]:
 
 def failure_error(status: Tensor, t: Tensor, max_steps: int) -> PerSampleSolveError | None:
     """The error naming every failed sample (up to 10 in the message), or None if none failed."""
-    failed = ((status != SUCCESS) & (status != EVENT) & (status != RUNNING)).nonzero().flatten().tolist()
+    failed = ((status != SUCCESS) & (status != RUNNING)).nonzero().flatten().tolist()
     if not failed:
         return None
     codes, times = status.tolist(), t.tolist()
@@ -63,7 +62,3 @@ def failure_error(status: Tensor, t: Tensor, max_steps: int) -> PerSampleSolveEr
         "failed ones as NaN rows and stats.status saying which ended how."
     )
     return PerSampleSolveError(failed, [times[i] for i in failed], reasons, message)
-
-
-def running(status: Tensor) -> Tensor:
-    return status == RUNNING

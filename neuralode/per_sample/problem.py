@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._setup.layout import UserState
+from .._setup.layout import _LOW_PRECISION, UserState
 from ..stats import PassCounts
 
 
@@ -39,7 +39,7 @@ class SampleLayout:
         common = tensors[0].dtype
         for x in tensors[1:]:
             common = torch.promote_types(common, x.dtype)
-        self.dtype = torch.float32 if common in (torch.float16, torch.bfloat16) else common
+        self.dtype = torch.float32 if common in _LOW_PRECISION else common
         self.device = tensors[0].device
         self.size = sum(self.numels)
 
@@ -64,9 +64,11 @@ class SampleFunc:
     """func on the (B, N) flat state with (B,) float64 times: counts each evaluated row's NFE, checks
     the first output, and passes ``rows`` (the sample indices of the rows) when asked to."""
 
-    def __init__(self, func: Callable, layout: SampleLayout, counts: PassCounts, with_rows: bool) -> None:
+    def __init__(
+        self, func: Callable, layout: SampleLayout, counts: PassCounts, with_rows: bool, checked: bool = False
+    ) -> None:
         self.func, self.layout, self.counts, self.with_rows = func, layout, counts, with_rows
-        self._checked = False
+        self._checked = checked  # True: func's output was checked by an earlier solve (the adjoint's)
 
     def __call__(self, t: Tensor, y: Tensor, rows: Tensor | None = None) -> Tensor:
         layout = self.layout

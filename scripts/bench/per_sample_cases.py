@@ -106,17 +106,16 @@ def case_per_sample(libs: list[str], cfg: dict) -> list[dict]:
 
         jobs[("torchode", "per_sample")] = timed(torchode_per_sample)
     summary = round_robin(jobs, cfg["per_sample_repeats"])
+    rows = _rows(summary, batch=batch, t_end=t_end, n_times=n_times)
+    return rows + _gradient_rows(libs, cfg, mu, y0, t)
+
+
+def _rows(summary: dict, **extra) -> list[dict]:
+    """round_robin's medians as result rows, each with its library, mode and the ``extra`` fields."""
     return [
-        {
-            "library": lib,
-            "mode": mode,
-            "batch": batch,
-            "t_end": t_end,
-            "n_times": n_times,
-            **{k: v for k, v in row.items() if k != "seconds_all"},
-        }
+        {"library": lib, "mode": mode, **extra, **{k: v for k, v in row.items() if k != "seconds_all"}}
         for (lib, mode), row in summary.items()
-    ] + _gradient_rows(libs, cfg, mu, y0, t)
+    ]
 
 
 class _VdP(torch.nn.Module):
@@ -177,16 +176,7 @@ def _gradient_rows(libs: list[str], cfg: dict, mu, y0, t) -> list[dict]:
     # torchode's BacksolveAdjoint is left out: it calls the field on one sample at a time (vmap), so a
     # field with one parameter per row (this mu) cannot be given to it as it is to the others.
     summary = round_robin(jobs, cfg["per_sample_repeats"])
-    return [
-        {
-            "library": lib,
-            "mode": mode,
-            "batch": batch,
-            "gradient": True,
-            **{k: v for k, v in row.items() if k != "seconds_all"},
-        }
-        for (lib, mode), row in summary.items()
-    ]
+    return _rows(summary, batch=batch, gradient=True)
 
 
 def per_sample_lines(rows: list[dict]) -> list[str]:
