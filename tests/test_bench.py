@@ -126,14 +126,22 @@ def test_smoke_run_writes_results(tmp_path):
     assert memory == {("direct", 2), ("adjoint", 2), ("checkpoint", 2)}
     errors = {row["mode"]: row["grad_rel_error"] for row in result["case3_gradients"]}
     assert abs(errors["checkpoint"] - errors["direct"]) <= 1e-6 * errors["direct"]  # the same gradient
-    per_sample = {row["mode"]: row for row in result["case8_per_sample"] if not row.get("gradient")}
+    per_sample = {
+        row["mode"]: row
+        for row in result["case8_per_sample"]
+        if not row.get("gradient") and row["mode"] != "compaction"
+    }
     assert set(per_sample) == {"per_sample", "per_sample, compact", "joint"}
+    compaction = [row for row in result["case8_per_sample"] if row["mode"] == "compaction"]
+    assert [row["width"] for row in compaction] == [4, 64]
+    assert all(0.0 <= row["idle_share"] < 1.0 and row["seconds_compact"] > 0 for row in compaction)
     adjoint = {row["mode"]: row for row in result["case8_per_sample"] if row.get("gradient")}
     assert set(adjoint) == {"adjoint, per_sample", "adjoint, joint"}
     assert all(row["grad_error"] < 1e-2 for row in adjoint.values())
     assert per_sample["per_sample"]["sample_steps"] < per_sample["joint"]["sample_steps"]
     assert all(row["error"] < 1e-3 for row in per_sample.values())
     text = (tmp_path / "bench.md").read_text()
-    for heading in ("Smoke run", "## Case 1-2", "## Case 3", "## Case 4", "## Case 5", "## Case 8"):
+    headings = ("Smoke run", "## Case 1-2", "## Case 3", "## Case 4", "## Case 5", "## Case 8", "Compaction")
+    for heading in headings:
         assert heading in text
     assert (tmp_path / "bench_memory.png").stat().st_size > 0

@@ -37,6 +37,7 @@ def config(quick: bool) -> dict:
             "per_sample_t_end": 2.0,
             "per_sample_times": 5,
             "per_sample_repeats": 1,
+            "per_sample_compaction_widths": [4, 64],
         }
     return {
         "batches": [512, 16],
@@ -62,4 +63,5 @@ def config(quick: bool) -> dict:
         "per_sample_t_end": 10.0,
         "per_sample_times": 50,
         "per_sample_repeats": 5,
+        "per_sample_compaction_widths": [4, 32, 128, 512],
     }

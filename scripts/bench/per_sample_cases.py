@@ -107,7 +107,7 @@ def case_per_sample(libs: list[str], cfg: dict) -> list[dict]:
         jobs[("torchode", "per_sample")] = timed(torchode_per_sample)
     summary = round_robin(jobs, cfg["per_sample_repeats"])
     rows = _rows(summary, batch=batch, t_end=t_end, n_times=n_times)
-    return rows + _gradient_rows(libs, cfg, mu, y0, t)
+    return rows + _gradient_rows(libs, cfg, mu, y0, t) + _compaction_rows(cfg)
 
 
 def _rows(summary: dict, **extra) -> list[dict]:
@@ -179,6 +179,103 @@ def _gradient_rows(libs: list[str], cfg: dict, mu, y0, t) -> list[dict]:
     return _rows(summary, batch=batch, gradient=True)
 
 
+class _SpeedMLP(torch.nn.Module):
+    """A tanh-MLP field 2-width-2 whose row i runs at speed s_i (log-spaced over [0.1, 10]), so rows
+    finish after very different numbers of steps; rows are independent, and with ``rows`` (compaction's
+    ``with_rows``) each row keeps its own speed."""
+
+    def __init__(self, width: int, batch: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.w1 = torch.randn(2, width, generator=generator, dtype=torch.float64)
+        self.b1 = torch.randn(width, generator=generator, dtype=torch.float64)
+        self.w2 = torch.randn(width, 2, generator=generator, dtype=torch.float64) / width**0.5
+        self.speed = torch.logspace(-1, 1, batch, dtype=torch.float64)
+
+    def forward(self, tt, y, rows=None):
+        speed = self.speed if rows is None else self.speed[rows]
+        return speed[:, None] * (torch.tanh(y @ self.w1 + self.b1) @ self.w2)
+
+
+def _compaction_rows(cfg: dict) -> list[dict]:
+    """Where compaction starts to pay: per_sample=True with and without ``compact`` on ``_SpeedMLP``
+    fields of growing width (the cost of one row's evaluation), forward only, dopri5 at 1e-6."""
+    import neuralode as nd
+
+    batch = cfg["per_sample_batch"]
+    y0 = torch.randn(batch, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t = torch.tensor([0.0, cfg["per_sample_t_end"]], dtype=torch.float64)
+    rows = []
+    for width in cfg["per_sample_compaction_widths"]:
+        field = _SpeedMLP(width, batch)
+
+        def job(per_sample, field=field):
+            def run():
+                stats = nd.SolveStats()
+                start = time.perf_counter()
+                with torch.no_grad():
+                    nd.odeint(field, y0, t, rtol=1e-6, atol=1e-6, per_sample=per_sample, stats=stats)
+                seconds = time.perf_counter() - start
+                steps = stats.forward.n_steps.double()
+                # the share of lockstep row-evaluations a compacting solve skips (finished rows)
+                idle = float(1.0 - steps.sum() / (steps.max() * batch))
+                return {"seconds": seconds, "nfe": stats.forward.nfe, "idle_share": idle}
+
+            return run
+
+        summary = round_robin(
+            {"plain": job(True), "compact": job(nd.PerSample(compact=True, with_rows=True))},
+            cfg["per_sample_repeats"],
+        )
+        rows.append(
+            {
+                "library": "neuralode",
+                "mode": "compaction",
+                "batch": batch,
+                "width": width,
+                "t_end": cfg["per_sample_t_end"],
+                "seconds_plain": summary["plain"]["seconds"],
+                "seconds_compact": summary["compact"]["seconds"],
+                "idle_share": summary["plain"]["idle_share"],
+            }
+        )
+        ratio = summary["compact"]["seconds"] / summary["plain"]["seconds"]
+        print(f"case 8 compaction width={width}: compact/plain {ratio:.2f}", flush=True)
+    return rows
+
+
+def _compaction_lines(rows: list[dict]) -> list[str]:
+    """The compaction sweep's table and the width from which compaction is faster."""
+    if not rows:
+        return []
+    faster = [r["seconds_compact"] < r["seconds_plain"] for r in rows]
+    # the smallest width from which compaction is faster at every measured width
+    from_index = next((i for i in range(len(rows)) if all(faster[i:])), None)
+    crossover = (
+        "compaction was slower at every measured width"
+        if from_index is None
+        else f"compaction is faster from width {rows[from_index]['width']} on (of the widths measured)"
+    )
+    out = [
+        "",
+        f"Compaction crossover: {rows[0]['batch']} rows of a tanh-MLP field 2-width-2 at speeds "
+        "log-spaced over "
+        "[0.1, 10] (rows finish after very different numbers of steps), t in [0, "
+        f"{rows[0]['t_end']:g}], dopri5 1e-6, float64, forward only; per_sample=True without and with "
+        "`PerSample(compact=True, with_rows=True)`. Idle share: the part of the lockstep row-evaluations "
+        f"that belong to finished rows (what compaction skips). Result: {crossover}.",
+        "",
+        "| width | per_sample (ms) | compact (ms) | compact / per_sample | idle share |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['width']} | {r['seconds_plain'] * 1e3:.1f} | {r['seconds_compact'] * 1e3:.1f} | "
+            f"{r['seconds_compact'] / r['seconds_plain']:.2f} | {r['idle_share']:.2f} |"
+        )
+    return out
+
+
 def per_sample_lines(rows: list[dict]) -> list[str]:
     """Case 8's table, with times relative to neuralode's per-sample row."""
     if not rows:
@@ -196,7 +293,8 @@ def per_sample_lines(rows: list[dict]) -> list[str]:
         "| library | mode | batch | time (ms) | vs neuralode per_sample | sample-steps | NFE | max error |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    forward_rows = [r for r in rows if not r.get("gradient")]
+    compaction_rows = [r for r in rows if r["mode"] == "compaction"]
+    forward_rows = [r for r in rows if not r.get("gradient") and r["mode"] != "compaction"]
     gradient_rows = [r for r in rows if r.get("gradient")]
     for row in forward_rows:
         steps = "-" if row["sample_steps"] is None else f"{row['sample_steps']:.0f}"
@@ -223,4 +321,5 @@ def per_sample_lines(rows: list[dict]) -> list[str]:
                 f"{row['seconds'] / grad_base:.2f} | {row['nfe_forward']:.0f} | {row['nfe']:.0f} | "
                 f"{row['grad_error']:.1e} |"
             )
+    out += _compaction_lines(compaction_rows)
     return [*out, ""]
