@@ -132,6 +132,9 @@ def test_smoke_run_writes_results(tmp_path):
         if not row.get("gradient") and row["mode"] != "compaction"
     }
     assert set(per_sample) == {"per_sample", "per_sample, compact", "joint"}
+    instances = result["case7_instances"]
+    assert sorted({row["seed"] for row in instances}) == [0, 1]
+    assert all(0 < row["grad_rel_error"] < 1e-2 and row["nfe_backward"] > 0 for row in instances)
     compaction = [row for row in result["case8_per_sample"] if row["mode"] == "compaction"]
     assert [row["width"] for row in compaction] == [4, 64]
     assert all(0.0 <= row["idle_share"] < 1.0 and row["seconds_compact"] > 0 for row in compaction)
@@ -141,7 +144,16 @@ def test_smoke_run_writes_results(tmp_path):
     assert per_sample["per_sample"]["sample_steps"] < per_sample["joint"]["sample_steps"]
     assert all(row["error"] < 1e-3 for row in per_sample.values())
     text = (tmp_path / "bench.md").read_text()
-    headings = ("Smoke run", "## Case 1-2", "## Case 3", "## Case 4", "## Case 5", "## Case 8", "Compaction")
+    headings = (
+        "Smoke run",
+        "## Case 1-2",
+        "## Case 3",
+        "## Case 4",
+        "## Case 5",
+        "## Case 8",
+        "Compaction",
+        "random instances",
+    )
     for heading in headings:
         assert heading in text
     assert (tmp_path / "bench_memory.png").stat().st_size > 0

@@ -46,7 +46,7 @@ import torch
 from neuralode.training.reproducibility import git_commit
 
 from .adapters import LIBRARIES, available_libraries, library_version
-from .adjoint_cases import case_adjoint
+from .adjoint_cases import case_adjoint, case_adjoint_instances
 from .cases import case_block, case_compile, case_forward, case_gradients, case_sweep
 from .config import ROOT, config
 from .harness import load_average, machine
@@ -105,6 +105,7 @@ def main() -> None:
         "case5_memory": [],
         "case6_compile": [],
         "case7_adjoint": [],
+        "case7_instances": [],
         "case8_per_sample": [],
     }
     case_seconds = {}
@@ -128,6 +129,7 @@ def main() -> None:
         case_seconds["6"], clock = time.perf_counter() - clock, time.perf_counter()
     if "7" in args.cases:
         result["case7_adjoint"] = case_adjoint(libs, cfg)
+        result["case7_instances"] = case_adjoint_instances(libs, cfg)
         case_seconds["7"], clock = time.perf_counter() - clock, time.perf_counter()
     if "8" in args.cases:
         result["case8_per_sample"] = case_per_sample(libs, cfg)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .cases import gradient_job
 from .harness import Timed, round_robin
-from .problems import block_input, flat_grad, make_block_field, make_mlp
+from .problems import ConvODEFunc, block_input, flat_grad, make_block_field, make_mlp
 
 # neuralode's rows: its defaults, and the seminorm as the one alternative a user sets by name
 MODES = {"neuralode": ("adjoint", "seminorm"), "torchdiffeq": ("adjoint",), "torchode": ("adjoint",)}
@@ -64,3 +64,49 @@ def case_adjoint(libs: list[str], cfg: dict) -> list[dict]:
                          "library": lib, "mode": mode, **summary})  # fmt: skip
         print(f"case 7 {name} done", flush=True)
     return rows
+
+
+def case_adjoint_instances(libs: list[str], cfg: dict) -> list[dict]:
+    """The block's gradient error over several random instances (field weights and input drawn per
+    seed, batch ``adjoint_instances["batch"]``): one instance's error moves by tens of percent with the
+    accepted step sequence, so "equal or lower error" is judged on the set. NFE and error per instance,
+    no timing (case 7's main rows time the issue's instance)."""
+    settings = cfg["adjoint_instances"]
+    channels, size, batch = cfg["block_channels"], cfg["block_size"], settings["batch"]
+    rows = []
+    for seed in range(settings["seeds"]):
+
+        def make(dtype: torch.dtype, seed: int = seed) -> torch.nn.Module:
+            torch.manual_seed(100 + seed)
+            return ConvODEFunc(channels).to(dtype)
+
+        y0 = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(200 + seed))
+        problem = {"field": make, "y0": y0}
+        reference = reference_gradient(problem, settings["reference_rtol"])
+        t = torch.tensor([0.0, 1.0])
+        for lib in libs:
+            for mode in MODES[lib]:
+                field = Timed(make(torch.float32), (channels, size, size) if lib == "torchode" else None)
+                result = gradient_job(lib, mode, field, y0, t, 1e-3, _final_sum, reference)()
+                rows.append({"seed": seed, "batch": batch, "library": lib, "mode": mode,
+                             "nfe_backward": result["nfe_backward"],
+                             "grad_rel_error": result["grad_rel_error"]})  # fmt: skip
+        print(f"case 7 block instance {seed} done", flush=True)
+    return rows
+
+
+def paired_log_ratio(rows: list[dict], library: str, mode: str) -> tuple[float, float, int] | None:
+    """Mean and standard error of log(error / torchode's error) over the instances, and the count."""
+    import math
+
+    peer = {r["seed"]: r["grad_rel_error"] for r in rows if r["library"] == "torchode"}
+    logs = [
+        math.log(r["grad_rel_error"] / peer[r["seed"]])
+        for r in rows
+        if r["library"] == library and r["mode"] == mode and r["seed"] in peer
+    ]
+    if len(logs) < 2:
+        return None
+    mean = sum(logs) / len(logs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+    return mean, sd / math.sqrt(len(logs)), len(logs)

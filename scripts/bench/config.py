@@ -33,6 +33,7 @@ def config(quick: bool) -> dict:
             "adjoint_mlp_batch": 16,
             "adjoint_reference_rtol": {"mlp": 1e-10, "block": 1e-6},
             "adjoint_repeats": {"mlp": 1, "block": 1},
+            "adjoint_instances": {"batch": 2, "seeds": 2, "reference_rtol": 1e-6},
             "per_sample_batch": 8,
             "per_sample_t_end": 2.0,
             "per_sample_times": 5,
@@ -59,6 +60,8 @@ def config(quick: bool) -> dict:
         "adjoint_mlp_batch": 512,
         "adjoint_reference_rtol": {"mlp": 1e-12, "block": 1e-7},  # float64 dopri8 (the block: adjoint)
         "adjoint_repeats": {"mlp": 7, "block": 3},
+        # the block's gradient error over random instances (weights and input per seed), batch 32
+        "adjoint_instances": {"batch": 32, "seeds": 8, "reference_rtol": 1e-7},
         "per_sample_batch": 256,
         "per_sample_t_end": 10.0,
         "per_sample_times": 50,

@@ -3,9 +3,12 @@ numbers live in the YAML file so that a new issue's goals change data, not code.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
+
+from .adjoint_cases import paired_log_ratio
 
 TARGETS_FILE = Path(__file__).with_name("targets.yaml")
 
@@ -101,6 +104,15 @@ def summary_lines(result: dict, targets: dict | None = None) -> list[str]:
                 f"{peer['nfe_backward']:.0f}",
                 peer["seconds"] > ours["seconds"] and ours["grad_rel_error"] <= peer["grad_rel_error"],
             )
+    paired = paired_log_ratio(result.get("case7_instances", []), "neuralode", "adjoint")
+    if paired is not None:
+        mean, se, n = paired
+        add(
+            f"case 7 (issue 18), block over {n} random instances: default adjoint's gradient error not "
+            "above torchode's (paired log-ratio <= 2 standard errors)",
+            f"error ratio {math.exp(mean):.2f} (x/ {math.exp(se):.2f})",
+            mean <= 2 * se,
+        )
     for row in result.get("case6_compile", []):
         if row["what"].startswith("dopri5"):
             r = row["compiled_seconds"] / row["eager_seconds"]
