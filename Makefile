@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce dist clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -94,6 +94,9 @@ BENCH_ARGS ?=
 
 bench: $(BENCH_STAMP) ## Speed/memory vs torchdiffeq and torchode (installs them on first use); writes results/bench.*
 	$(PY) -m scripts.bench $(BENCH_ARGS)
+
+dist: venv ## Build the wheel and sdist into dist/, then install the wheel in a torch-only environment and solve there
+	$(PY) -m scripts.package_check --out-dir dist
 
 tensorboard: venv ## Serve TensorBoard on the runs/ folder (http://localhost:6006)
 	$(VENV)/bin/tensorboard --logdir runs --port 6006
