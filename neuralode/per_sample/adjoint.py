@@ -68,13 +68,17 @@ class PerSampleAdjoint(torch.autograd.Function):
     def forward(ctx, info: dict, y0: Tensor, *params: Tensor) -> Tensor:
         engine: SampleRKSolver = info["engine"]
         problem: SampleProblem = info["problem"]
-        with torch.no_grad():
-            ys, status, t_reached, counts = engine.integrate(
-                SampleProblem(
-                    problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
+        if "precomputed" in info:  # an event search found the end times (and the states there) already
+            ys, info["result"] = info.pop("precomputed")
+            ys = ys.clone()
+        else:
+            with torch.no_grad():
+                ys, status, t_reached, counts = engine.integrate(
+                    SampleProblem(
+                        problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
+                    )
                 )
-            )
-        info["result"] = (status, t_reached, counts)
+            info["result"] = (status, t_reached, counts)
         ctx.info = info
         ctx.save_for_backward(ys, *params)
         return ys
