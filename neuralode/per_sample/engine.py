@@ -19,8 +19,8 @@ from torch import Tensor
 from ..solvers.options import AdaptiveOptions, resolve_max_num_steps
 from ..solvers.runge_kutta import DeviceTableau
 from ..solvers.tableau import ButcherTableau
-from .outcome import MAX_STEPS, NON_FINITE, RUNNING, SUCCESS, UNDERFLOW
 from .events import SampleEvent
+from .outcome import MAX_STEPS, NON_FINITE, RUNNING, SUCCESS, UNDERFLOW
 from .problem import SampleProblem
 
 _MAX_NONFINITE_RETRIES = 8  # as the joint engine: each retry shrinks the step tenfold

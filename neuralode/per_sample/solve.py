@@ -22,9 +22,9 @@ from ..stats import PassCounts, SolveStats
 from .adjoint import PerSampleAdjoint
 from .config import PerSample
 from .engine import SampleRKSolver
+from .events import SampleEvent, attach_sample_event_gradient
 from .fixed_grid import SampleGridSolver
 from .outcome import failure_error, status_names
-from .events import SampleEvent, attach_sample_event_gradient
 from .problem import SampleFunc, SampleLayout, SampleProblem, sample_times, sample_tolerance
 from .time_gradient import SampleTimes
 
