@@ -156,7 +156,7 @@ class SampleRKSolver:
         self.max_steps = resolve_max_num_steps(options.max_num_steps, event=False)
 
     def integrate(
-        self, problem: SampleProblem, quadrature=None, event: SampleEvent | None = None
+        self, problem: SampleProblem, quadrature=None, event: SampleEvent | None = None, record=None
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts).
 
@@ -164,7 +164,9 @@ class SampleRKSolver:
         every step some sample accepts (the adjoint integrates dL/dtheta over accepted steps with it).
         ``event``: step each sample without end (in the direction of its times[:, 0] -> times[:, 1])
         until its event; ys is then (B, 2, N) = [y0, y(event time)] and ``event.tau``/``event.k`` hold
-        each sample's event time (NaN if none was found) and crossing entry."""
+        each sample's event time (NaN if none was found) and crossing entry. ``record``: an object whose
+        ``step(t, t1, accepted, y, next_out)`` is called with every step some sample accepts, before the
+        state moves (odeint_checkpoint replays the accepted steps from it)."""
         opts, tab = self.options, self.tableau
         func, y = problem.func, problem.y0
         batch, n = y.shape
@@ -203,7 +205,6 @@ class SampleRKSolver:
             h = torch.full((batch,), float(opts.first_step), dtype=torch.float64, device=device)
         else:
             h = initial_steps(func, t, y, f0, direction, tab.embedded_order, rtol, atol, norm, None)
-        c = dtab.c
         nonfinite = torch.zeros_like(n_steps)
         last_nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
         stages = _Stages(dtab.num_stages, y)
@@ -239,15 +240,7 @@ class SampleRKSolver:
             else:
                 stages_a = stages
             dt_col = dt_a.to(dtype)[:, None]
-            stages_a.reset(f0_a)
-            inputs, stage_times = [y_a], [t_a]
-            for i in range(1, dtab.num_stages):
-                yi = y_a + _weighted(stages_a.first(i), coeffs.a[i]) * dt_col
-                ti = t_a + c[i] * dt_a
-                inputs.append(yi)
-                stage_times.append(ti)
-                stages_a.append(func(ti, yi, active))
-            y1_a = yi if dtab.fsal else y_a + _weighted(stages_a.first(dtab.num_stages), coeffs.b) * dt_col
+            y1_a, inputs, stage_times = self.step(func, dtab, coeffs, stages_a, y_a, t_a, dt_a, f0_a, active)
             k_all = stages_a.first(dtab.num_stages)
             ratio_a = self._ratio(
                 k_all, coeffs, y_a, y1_a, dt_col, _take1(rtol, active), _take1(atol, active), norm
@@ -261,6 +254,8 @@ class SampleRKSolver:
             # a non-finite ratio (NaN) fails "<= 1": the step is rejected and retried ten times shorter
             accept = run & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
             n_accepted += accept
+            if record is not None and bool(accept.any()):
+                record.step(t, t1, accept, y, next_out)
             if quadrature is not None and bool(accept.any()):
                 quadrature.add(dt_a, stage_times, inputs, _take1(accept, active))
             finite = torch.isfinite(ratio)
@@ -337,6 +332,22 @@ class SampleRKSolver:
         event.tau = torch.where(found, tau, event.tau)
         event.k = torch.where(found, k, event.k)
         return interp(tau)
+
+    @staticmethod
+    def step(func, dtab, coeffs, stages: _Stages, y, t, dt, f0, active) -> tuple[Tensor, list, list]:
+        """One step of the tableau for every row (dt (B,) float64, 0 for a row that stays): fills
+        ``stages``; returns y1 and the stage inputs and times."""
+        dt_col = dt.to(y.dtype)[:, None]
+        stages.reset(f0)
+        inputs, stage_times = [y], [t]
+        for i in range(1, dtab.num_stages):
+            yi = y + _weighted(stages.first(i), coeffs.a[i]) * dt_col
+            ti = t + dtab.c[i] * dt
+            inputs.append(yi)
+            stage_times.append(ti)
+            stages.append(func(ti, yi, active))
+        y1 = yi if dtab.fsal else y + _weighted(stages.first(dtab.num_stages), coeffs.b) * dt_col
+        return y1, inputs, stage_times
 
     def _ratio(
         self, stages: Tensor, coeffs: _Coefficients, y, y1, dt_col, rtol, atol, norm: RowNorm
