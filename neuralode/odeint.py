@@ -149,7 +149,9 @@ def odeint_checkpoint(
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         event_fn: not supported (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
-        per_sample: not supported yet (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
+        per_sample: as in :func:`odeint` (adaptive methods): the per-sample steps are recorded, the batch's
+            state is stored every ``checkpoint_every`` lockstep steps, and backward replays each piece
+            (the gradients of ``odeint(..., per_sample=True)``, to rounding).
         stats: a :class:`SolveStats`; ``forward`` is set now (``n_checkpoints``: states stored),
             ``backward`` (the replay's evaluations) when backward runs.
 

@@ -20,6 +20,7 @@ from ..solvers.options import resolve_max_num_steps
 from ..solvers.tableau import ButcherTableau
 from ..stats import PassCounts, SolveStats
 from .adjoint import PerSampleAdjoint
+from .checkpointed import PerSampleCheckpoint
 from .config import PerSample
 from .engine import SampleRKSolver
 from .events import SampleEvent, attach_sample_event_gradient
@@ -52,13 +53,11 @@ def solve_per_sample(
     engine = _engine(solver, method, config)
     if event_fn is not None:
         _check_event_args(event_fn, engine, gradient, method)
-    if isinstance(gradient, Checkpointed) or (
-        isinstance(gradient, Adjoint) and not isinstance(engine, SampleRKSolver)
-    ):
+    if isinstance(gradient, Adjoint | Checkpointed) and not isinstance(engine, SampleRKSolver):
         raise ValueError(
-            f"per_sample=True supports odeint's direct gradients and odeint_adjoint with adaptive methods so "
-            f"far, not {gradient.caller} with method={method!r}: use odeint(..., per_sample=True) "
-            "(backpropagation through the per-sample steps)"
+            f"per_sample=True supports {gradient.caller} with the adaptive methods only, not "
+            f"method={method!r}: use odeint(..., per_sample=True) (backpropagation through the "
+            "per-sample steps)"
         )
     batch, dtype, device = layout.batch, layout.dtype, layout.device
     times = sample_times(t, batch, device)
@@ -86,6 +85,13 @@ def solve_per_sample(
         )
         ys = PerSampleAdjoint.apply(info, y_start, *found)
         status, t_reached, step_counts = info["result"]
+    elif isinstance(gradient, Checkpointed):
+        found = gradient.params(func, params)
+        info = {"engine": engine, "problem": problem, "layout": layout, "user_func": func,
+                "with_rows": config.with_rows, "every": gradient.every, "stats": stats}  # fmt: skip
+        ys = PerSampleCheckpoint.apply(info, y_start, *found)
+        status, t_reached, step_counts = info["result"]
+        counts.n_checkpoints = info["n_checkpoints"]
     else:
         ys, status, t_reached, step_counts = engine.integrate(
             SampleProblem(sample_func, y_start, times, rtol_t, atol_t, layout.numels)
