@@ -239,3 +239,17 @@ def test_odeint_event_start_times_and_checkpoint_are_checked():
     with pytest.raises(ValueError, match=r"does not support event_fn"):
         odeint_checkpoint(Balls(), balls(H, V), torch.tensor([0.0], dtype=F64), event_fn=ground,
                           per_sample=True, adjoint_params=())  # fmt: skip
+
+
+@pytest.mark.parametrize("interface", [odeint, odeint_adjoint], ids=["odeint", "adjoint"])
+def test_gradients_of_the_found_events_with_a_failed_sample(interface):
+    """y' = -y, event y = c: tau = log(y0 / c), so d(tau + y(tau))/dy0 = 1 / y0; sample 1 never crosses."""
+    levels = torch.tensor([0.5, -1.0, 0.25], dtype=F64)
+    y0 = torch.tensor([[1.0], [1.0], [2.0]], dtype=F64, requires_grad=True)
+    extra = {"adjoint_params": ()} if interface is odeint_adjoint else {}
+    event_t, ys = odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[:, 0] - levels,
+                               per_sample=PerSample(on_failure="nan"), odeint_interface=interface, **TOL,
+                               **extra)  # fmt: skip
+    found = [0, 2]
+    (grad,) = torch.autograd.grad(event_t[found].sum() + ys[1, found, 0].sum(), y0)
+    assert grad[:, 0].tolist() == pytest.approx([1.0, 0.0, 0.5], rel=1e-7, abs=1e-12)

@@ -99,7 +99,10 @@ class PerSampleAdjoint(torch.autograd.Function):
         a = grad_ys[:, -1]
         steps = {"n_steps": 0, "n_accepted": 0, "n_rejected": 0}
         for j in range(times.shape[1] - 1, 0, -1):
-            state = torch.cat([ys[:, j], a], dim=1)
+            # a sample that failed before t_j (on_failure="nan") has a NaN state there: its later outputs
+            # have no gradient, so it is solved back from zero (a stays zero) instead of from NaN
+            failed = ~torch.isfinite(ys[:, j]).all(dim=1, keepdim=True)
+            state = torch.cat([ys[:, j].masked_fill(failed, 0.0), a.masked_fill(failed, 0.0)], dim=1)
             interval = SampleProblem(
                 field, state, times[:, [j, j - 1]].contiguous(), info["backward_rtol"], info["backward_atol"],
                 (n, n),
