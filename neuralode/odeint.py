@@ -55,7 +55,9 @@ def odeint(
             receives t as a (B,) tensor (one time per sample) and y as (B, ...); ``t`` may be (T,) or
             (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
             rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
-            says how each sample ended. Explicit Runge-Kutta methods only.
+            says how each sample ended. Explicit Runge-Kutta methods only. With ``event_fn`` (adaptive
+            methods) every sample stops at its own event: event_fn gets t as (B,) and returns (B,) or
+            (B, K) values, ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.
