@@ -253,3 +253,10 @@ def test_gradients_of_the_found_events_with_a_failed_sample(interface):
     found = [0, 2]
     (grad,) = torch.autograd.grad(event_t[found].sum() + ys[1, found, 0].sum(), y0)
     assert grad[:, 0].tolist() == pytest.approx([1.0, 0.0, 0.5], rel=1e-7, abs=1e-12)
+
+
+def test_a_sample_starting_on_the_event_surface_waits_for_its_next_crossing():
+    """Ball 0 starts on the ground moving up: its event is the landing at 2 v / g (the joint rule)."""
+    event_t, _ = odeint_event(Balls(), balls([0.0, 1.0], [2.0, 0.0]), 0.0, event_fn=ground, per_sample=True,
+                              **TOL)  # fmt: skip
+    assert event_t.tolist() == pytest.approx([4.0 / G, math.sqrt(2.0 / G)], abs=1e-9)

@@ -3,7 +3,8 @@
 ``event_fn`` is called as the per-sample func is: ``t`` a (B,) tensor (one time per sample), ``y`` the
 state with its leading sample dimension; it returns (B,) or (B, K) values, one row per sample (a row's
 values may depend on that row only). A sample's event is the first time an entry of its row changes
-sign (an entry that starts at exactly 0 takes the sign it first moves to, as in the joint search). It
+sign (an entry that starts at exactly 0 takes the sign it first moves to, as in the joint search).
+event_fn always sees the whole batch (also with ``compact``; finished rows' values are ignored). It
 is located per row by a batched bisection on each sample's dense output, to double precision in t,
 without a graph; the gradient of each event time comes from the implicit function theorem, row by row,
 as in :mod:`neuralode._setup.event_function`.
