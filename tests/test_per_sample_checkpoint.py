@@ -59,7 +59,8 @@ def test_checkpointed_gradients_equal_direct_backprop(method, every):
     y0 = torch.randn(3, 3, dtype=F64)
     t = torch.tensor([0.0, 0.3, 1.0, 1.7], dtype=F64)
     params = list(net.parameters())
-    results, stats = both(field(net, mu), y0, t, params, every, rtol=1e-6, atol=1e-7, method=method)
+    tol = 1e-4 if method in ("fehlberg2", "adaptive_heun") else 1e-6  # low orders: fewer steps
+    results, stats = both(field(net, mu), y0, t, params, every, rtol=tol, atol=tol / 10, method=method)
     assert_same(results)
     assert stats.forward.n_checkpoints >= 1
     assert bool((stats.backward.n_steps == stats.forward.n_accepted).all())
