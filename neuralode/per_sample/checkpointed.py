@@ -6,7 +6,8 @@ accepted ((B,) start and end times and which samples accepted it) and the whole 
 ``every``-th of them. The backward pass re-runs those pieces from last to first with autograd, taking
 exactly the recorded steps (each sample its own accepted ones, the others staying put: no error
 control, no step re-selection) and emitting the outputs on the same dense output, and backpropagates
-through each. Rows are independent, so a replayed row rounds as it did in the forward pass.
+through each. Rows are independent, so a replayed row rounds as it did in the forward pass. Memory:
+the stored states, three (B,) numbers per recorded step, and the graph of one piece.
 """
 
 from __future__ import annotations
