@@ -25,7 +25,9 @@ def odeint_event(
     """Integrate from ``t0`` (backwards if ``reverse_time``) until ``event_fn(t, y)`` crosses zero.
 
     Returns ``(event_t, solution)`` as ``odeint(..., event_fn=...)`` does; ``odeint_interface`` may be
-    ``odeint_adjoint``. Other keyword arguments (rtol, atol, method, options, ...) are passed on.
+    ``odeint_adjoint``. Other keyword arguments (rtol, atol, method, options, ...) are passed on. With
+    ``per_sample=True`` every sample (dim 0 of y0) stops at its own event: ``event_t`` is (B,), t0 a
+    number or a (B,) tensor, and event_fn gets t as (B,) and returns (B,) or (B, K) values.
     """
     if not callable(event_fn):
         raise TypeError(
@@ -33,8 +35,16 @@ def odeint_event(
         )
     if not isinstance(t0, Tensor):
         t0 = torch.tensor(float(t0), dtype=torch.float64)
+    step = -1.0 if reverse_time else 1.0
+    if kwargs.get("per_sample") not in (None, False) and t0.dim() == 1:  # one start time per sample
+        return odeint_interface(
+            func, y0, torch.stack([t0, t0.detach() + step], dim=1), event_fn=event_fn, **kwargs
+        )
     if t0.numel() != 1:
-        raise ValueError(f"t0 must be a single time, got a tensor of shape {tuple(t0.shape)}")
+        raise ValueError(
+            f"t0 must be a single time (or, with per_sample=True, a (B,) tensor of one per sample), got a "
+            f"tensor of shape {tuple(t0.shape)}"
+        )
     start = t0.reshape(1)
-    t = torch.cat([start, start.detach() + (-1.0 if reverse_time else 1.0)])
+    t = torch.cat([start, start.detach() + step])
     return odeint_interface(func, y0, t, event_fn=event_fn, **kwargs)

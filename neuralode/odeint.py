@@ -56,7 +56,9 @@ def odeint(
             receives t as a (B,) tensor (one time per sample) and y as (B, ...); ``t`` may be (T,) or
             (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
             rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
-            says how each sample ended. Explicit Runge-Kutta methods only.
+            says how each sample ended. Explicit Runge-Kutta methods only. With ``event_fn`` (adaptive
+            methods) every sample stops at its own event: event_fn gets t as (B,) and returns (B,) or
+            (B, K) values, ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.
@@ -152,7 +154,9 @@ def odeint_checkpoint(
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         event_fn: not supported (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
-        per_sample: not supported yet (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
+        per_sample: as in :func:`odeint` (adaptive methods): the per-sample steps are recorded, the batch's
+            state is stored every ``checkpoint_every`` lockstep steps, and backward replays each piece
+            (the gradients of ``odeint(..., per_sample=True)``, to rounding).
         stats: a :class:`SolveStats`; ``forward`` is set now (``n_checkpoints``: states stored),
             ``backward`` (the replay's evaluations) when backward runs.
 

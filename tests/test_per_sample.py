@@ -386,9 +386,21 @@ def test_adjoint_each_sample_backward_steps_its_own():
     torch.testing.assert_close(g_mu[0], a_mu[0], rtol=1e-12, atol=1e-12)
 
 
+def test_adjoint_gradients_of_the_other_samples_when_one_fails():
+    """on_failure="nan": the failed sample's NaN states are not solved back; y = y0 / (1 - y0 t)."""
+    y0 = torch.tensor([[0.5], [2.0]], dtype=DT, requires_grad=True)
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=DT)
+    ys = nd.odeint_adjoint(lambda t, y: y * y, y0, t, rtol=1e-9, atol=1e-10,
+                           per_sample=PerSample(on_failure="nan"), adjoint_params=())  # fmt: skip
+    assert bool(ys[2, 1].isnan().all())
+    (grad,) = torch.autograd.grad(ys[:, 0].sum() + ys[:2, 1].sum(), y0)
+    exact = [sum(1 / (1 - y * s) ** 2 for s in times) for y, times in ((0.5, [0, 0.4, 1.0]), (2.0, [0, 0.4]))]
+    assert grad[:, 0].tolist() == pytest.approx(exact, rel=1e-6)
+
+
 def test_unsupported_gradients_are_named():
     y0, t = torch.ones(2, 1, dtype=DT), torch.tensor([0.0, 1.0], dtype=DT)
-    with pytest.raises(ValueError, match="odeint_checkpoint"):
-        nd.odeint_checkpoint(lambda t, y: -y, y0, t, per_sample=True, adjoint_params=())
-    with pytest.raises(ValueError, match="odeint_adjoint with method='rk4'"):
+    with pytest.raises(ValueError, match="odeint_checkpoint with the adaptive methods only"):
+        nd.odeint_checkpoint(lambda t, y: -y, y0, t, method="rk4", per_sample=True, adjoint_params=())
+    with pytest.raises(ValueError, match="odeint_adjoint with the adaptive methods only, not method='rk4'"):
         nd.odeint_adjoint(lambda t, y: -y, y0, t, method="rk4", per_sample=True, adjoint_params=())

@@ -68,13 +68,17 @@ class PerSampleAdjoint(torch.autograd.Function):
     def forward(ctx, info: dict, y0: Tensor, *params: Tensor) -> Tensor:
         engine: SampleRKSolver = info["engine"]
         problem: SampleProblem = info["problem"]
-        with torch.no_grad():
-            ys, status, t_reached, counts = engine.integrate(
-                SampleProblem(
-                    problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
+        if "precomputed" in info:  # an event search found the end times (and the states there) already
+            ys, info["result"] = info.pop("precomputed")
+            ys = ys.clone()
+        else:
+            with torch.no_grad():
+                ys, status, t_reached, counts = engine.integrate(
+                    SampleProblem(
+                        problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
+                    )
                 )
-            )
-        info["result"] = (status, t_reached, counts)
+            info["result"] = (status, t_reached, counts)
         ctx.info = info
         ctx.save_for_backward(ys, *params)
         return ys
@@ -95,7 +99,10 @@ class PerSampleAdjoint(torch.autograd.Function):
         a = grad_ys[:, -1]
         steps = {"n_steps": 0, "n_accepted": 0, "n_rejected": 0}
         for j in range(times.shape[1] - 1, 0, -1):
-            state = torch.cat([ys[:, j], a], dim=1)
+            # a sample that failed before t_j (on_failure="nan") has a NaN state there: its later outputs
+            # have no gradient, so it is solved back from zero (a stays zero) instead of from NaN
+            failed = ~torch.isfinite(ys[:, j]).all(dim=1, keepdim=True)
+            state = torch.cat([ys[:, j].masked_fill(failed, 0.0), a.masked_fill(failed, 0.0)], dim=1)
             interval = SampleProblem(
                 field, state, times[:, [j, j - 1]].contiguous(), info["backward_rtol"], info["backward_atol"],
                 (n, n),

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..solvers.options import AdaptiveOptions, resolve_max_num_steps
 from ..solvers.runge_kutta import DeviceTableau
 from ..solvers.tableau import ButcherTableau
+from .events import SampleEvent
 from .outcome import MAX_STEPS, NON_FINITE, RUNNING, SUCCESS, UNDERFLOW
 from .problem import SampleProblem
 
@@ -155,12 +156,17 @@ class SampleRKSolver:
         self.max_steps = resolve_max_num_steps(options.max_num_steps, event=False)
 
     def integrate(
-        self, problem: SampleProblem, quadrature=None
+        self, problem: SampleProblem, quadrature=None, event: SampleEvent | None = None, record=None
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts).
 
         ``quadrature``: an object whose ``add(dt, stage_times, stage_inputs, accepted)`` is called after
-        every step some sample accepts (the adjoint integrates dL/dtheta over accepted steps with it)."""
+        every step some sample accepts (the adjoint integrates dL/dtheta over accepted steps with it).
+        ``event``: step each sample without end (in the direction of its times[:, 0] -> times[:, 1])
+        until its event; ys is then (B, 2, N) = [y0, y(event time)] and ``event.tau``/``event.k`` hold
+        each sample's event time (NaN if none was found) and crossing entry. ``record``: an object whose
+        ``step(t, t1, accepted, y, next_out)`` is called with every step some sample accepts, before the
+        state moves (odeint_checkpoint replays the accepted steps from it)."""
         opts, tab = self.options, self.tableau
         func, y = problem.func, problem.y0
         batch, n = y.shape
@@ -171,9 +177,16 @@ class SampleRKSolver:
         direction = problem.direction
         t = times[:, 0].clone()
         t_end = times[:, -1]
+        max_steps = self.max_steps
+        if event is not None:  # no end time: each sample's event ends its solve
+            t_end = direction * math.inf
+            max_steps = resolve_max_num_steps(opts.max_num_steps, event=True)
+            event.start(t, y)
+            event.tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+            event.k = torch.zeros(batch, dtype=torch.long, device=device)
+        t_limit = torch.finfo(dtype).max  # an event search stops before its time would overflow
         rtol, atol = problem.rtol, problem.atol
         norm = RowNorm(problem.segments)
-        max_steps = self.max_steps
         controller = SampleController(opts, tab.embedded_order + 1, batch, device)
         status = torch.full((batch,), RUNNING, dtype=torch.long, device=device)
         n_steps = torch.zeros(batch, dtype=torch.long, device=device)
@@ -192,7 +205,6 @@ class SampleRKSolver:
             h = torch.full((batch,), float(opts.first_step), dtype=torch.float64, device=device)
         else:
             h = initial_steps(func, t, y, f0, direction, tab.embedded_order, rtol, atol, norm, None)
-        c = dtab.c
         nonfinite = torch.zeros_like(n_steps)
         last_nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
         stages = _Stages(dtab.num_stages, y)
@@ -205,6 +217,8 @@ class SampleRKSolver:
             dt = torch.where(run, t1 - t, 0.0)
             stuck = run & (t + dt == t)
             out_of_steps = run & (n_steps >= max_steps)
+            if event is not None:
+                out_of_steps = out_of_steps | (run & ~((t1.abs() < t_limit) & (dt.abs() < t_limit)))
             if bool((stuck | out_of_steps).any()):  # rare: fail those samples
                 status = torch.where(stuck, torch.where(last_nonfinite, NON_FINITE, UNDERFLOW), status)
                 status = torch.where(out_of_steps & ~stuck, MAX_STEPS, status)
@@ -226,15 +240,7 @@ class SampleRKSolver:
             else:
                 stages_a = stages
             dt_col = dt_a.to(dtype)[:, None]
-            stages_a.reset(f0_a)
-            inputs, stage_times = [y_a], [t_a]
-            for i in range(1, dtab.num_stages):
-                yi = y_a + _weighted(stages_a.first(i), coeffs.a[i]) * dt_col
-                ti = t_a + c[i] * dt_a
-                inputs.append(yi)
-                stage_times.append(ti)
-                stages_a.append(func(ti, yi, active))
-            y1_a = yi if dtab.fsal else y_a + _weighted(stages_a.first(dtab.num_stages), coeffs.b) * dt_col
+            y1_a, inputs, stage_times = self.step(func, dtab, coeffs, stages_a, y_a, t_a, dt_a, f0_a, active)
             k_all = stages_a.first(dtab.num_stages)
             ratio_a = self._ratio(
                 k_all, coeffs, y_a, y1_a, dt_col, _take1(rtol, active), _take1(atol, active), norm
@@ -248,6 +254,8 @@ class SampleRKSolver:
             # a non-finite ratio (NaN) fails "<= 1": the step is rejected and retried ten times shorter
             accept = run & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
             n_accepted += accept
+            if record is not None and bool(accept.any()):
+                record.step(t, t1, accept, y, next_out)
             if quadrature is not None and bool(accept.any()):
                 quadrature.add(dt_a, stage_times, inputs, _take1(accept, active))
             finite = torch.isfinite(ratio)
@@ -268,8 +276,19 @@ class SampleRKSolver:
                 else:
                     f1_a = func(_take1(t1, active), y1_a, active)
                 f1 = f1_a if active is None else _scatter(f0, active, f1_a)
+                if event is not None:
+                    found = event.crossed(t1, y1, accept)
+                    if bool(found.any()):
+                        y_tau = self._locate(
+                            event, dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, found, active, func
+                        )
+                        rows = found.nonzero().flatten()
+                        out_rows.append(rows)
+                        out_cols.append(torch.ones_like(rows))
+                        out_vals.append(y_tau[rows])
+                        status = torch.where(found, SUCCESS, status)
                 emit = accept & (direction * (next_tau - t1) <= 0)
-                if bool(emit.any()):
+                if event is None and bool(emit.any()):
                     next_out, next_tau = self._emit(
                         dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times,
                         next_out, direction, out_rows, out_cols, out_vals, func,
@@ -290,7 +309,45 @@ class SampleRKSolver:
             run = status == RUNNING
 
         counts = {"n_steps": n_steps, "n_accepted": n_accepted, "n_rejected": n_steps - n_accepted}
+        if event is not None:
+            t = torch.where(torch.isnan(event.tau), t, event.tau)
         return self._assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts)
+
+    def _locate(
+        self, event, dtab, stages, f1_a, y_a, y1, t, t1, dt, dt_a, found, active, func
+    ) -> Tensor:  # fmt: skip
+        """Locate the event of every ``found`` row inside its step (t, t1] on the step's dense output
+        (bisection without a graph); store the times in ``event`` and return y there (with the graph)."""
+        ext = self._dense_stages(dtab, stages, f1_a, y_a, t, dt_a, active, func)
+        dt_rows = _take1(dt, active)
+
+        def interp(tau: Tensor) -> Tensor:
+            theta = torch.where(dt != 0, (tau - t) / torch.where(dt != 0, dt, 1.0), 0.0)
+            dense = self._dense_eval(dtab, y_a, ext, dt_rows, _take1(theta, active))
+            if active is not None:
+                dense = _scatter(y1, active, dense)
+            return torch.where((tau == t1)[:, None], y1, dense)
+
+        tau, k = event.locate(interp, t, t1, found)
+        event.tau = torch.where(found, tau, event.tau)
+        event.k = torch.where(found, k, event.k)
+        return interp(tau)
+
+    @staticmethod
+    def step(func, dtab, coeffs, stages: _Stages, y, t, dt, f0, active) -> tuple[Tensor, list, list]:
+        """One step of the tableau for every row (dt (B,) float64, 0 for a row that stays): fills
+        ``stages``; returns y1 and the stage inputs and times."""
+        dt_col = dt.to(y.dtype)[:, None]
+        stages.reset(f0)
+        inputs, stage_times = [y], [t]
+        for i in range(1, dtab.num_stages):
+            yi = y + _weighted(stages.first(i), coeffs.a[i]) * dt_col
+            ti = t + dtab.c[i] * dt
+            inputs.append(yi)
+            stage_times.append(ti)
+            stages.append(func(ti, yi, active))
+        y1 = yi if dtab.fsal else y + _weighted(stages.first(dtab.num_stages), coeffs.b) * dt_col
+        return y1, inputs, stage_times
 
     def _ratio(
         self, stages: Tensor, coeffs: _Coefficients, y, y1, dt_col, rtol, atol, norm: RowNorm

@@ -41,8 +41,11 @@ def status_names(status: Tensor) -> tuple[str, ...]:
     return tuple(STATUS_NAMES[int(s)] for s in status.tolist())
 
 
-def failure_error(status: Tensor, t: Tensor, max_steps: int) -> PerSampleSolveError | None:
-    """The error naming every failed sample (up to 10 in the message), or None if none failed."""
+def failure_error(
+    status: Tensor, t: Tensor, max_steps: int, event: bool = False
+) -> PerSampleSolveError | None:
+    """The error naming every failed sample (up to 10 in the message), or None if none failed;
+    ``event``: an event search, whose samples that ran out of steps never saw event_fn change sign."""
     failed = ((status != SUCCESS) & (status != RUNNING)).nonzero().flatten().tolist()
     if not failed:
         return None
@@ -56,6 +59,11 @@ def failure_error(status: Tensor, t: Tensor, max_steps: int) -> PerSampleSolveEr
     ]
     more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
     advice = "; ".join(sorted({f"{STATUS_NAMES[c]}: {_ADVICE[c]}" for c in {codes[i] for i in failed}}))
+    if event and MAX_STEPS in {codes[i] for i in failed}:
+        advice += (
+            ". An event search has no end time: max_num_steps (default 1,000 for an event search) means "
+            "event_fn never changed sign for that sample in the direction of t (or its time overflowed)"
+        )
     message = (
         f"{len(failed)} of {status.numel()} samples failed: {', '.join(shown)}{more}. {advice}. "
         "Pass per_sample=neuralode.PerSample(on_failure='nan') to get the other samples back, with the "

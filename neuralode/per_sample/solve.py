@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,11 +16,14 @@ from ..solution import Solution
 from ..solvers import DEFAULT_METHOD
 from ..solvers.adaptive import AdaptiveRKSolver
 from ..solvers.fixed_grid import FixedGridSolver
+from ..solvers.options import resolve_max_num_steps
 from ..solvers.tableau import ButcherTableau
 from ..stats import PassCounts, SolveStats
 from .adjoint import PerSampleAdjoint
+from .checkpointed import PerSampleCheckpoint
 from .config import PerSample
 from .engine import SampleRKSolver
+from .events import SampleEvent, attach_sample_event_gradient
 from .fixed_grid import SampleGridSolver
 from .outcome import failure_error, status_names
 from .problem import SampleFunc, SampleLayout, SampleProblem, sample_times, sample_tolerance
@@ -48,17 +52,17 @@ def solve_per_sample(
     solver = make_solver(method, options)
     engine = _engine(solver, method, config)
     if event_fn is not None:
-        raise ValueError("per_sample=True with event_fn is not supported yet: use per_sample=False")
-    if isinstance(gradient, Checkpointed) or (
-        isinstance(gradient, Adjoint) and not isinstance(engine, SampleRKSolver)
-    ):
+        _check_event_args(event_fn, engine, gradient, method)
+    if isinstance(gradient, Adjoint | Checkpointed) and not isinstance(engine, SampleRKSolver):
         raise ValueError(
-            f"per_sample=True supports odeint's direct gradients and odeint_adjoint with adaptive methods so "
-            f"far, not {gradient.caller} with method={method!r}: use odeint(..., per_sample=True) "
-            "(backpropagation through the per-sample steps)"
+            f"per_sample=True supports {gradient.caller} with the adaptive methods only, not "
+            f"method={method!r}: use odeint(..., per_sample=True) (backpropagation through the "
+            "per-sample steps)"
         )
     batch, dtype, device = layout.batch, layout.dtype, layout.device
     times = sample_times(t, batch, device)
+    if event_fn is not None:
+        times = _event_times(times)
     rtol_t = sample_tolerance(rtol, "rtol", batch, dtype, device)
     atol_t = sample_tolerance(atol, "atol", batch, dtype, device)
     rtol_t, atol_t = solve_tolerances(solver, rtol_t, atol_t, dtype, where=lambda k: f"sample {k}")
@@ -69,6 +73,11 @@ def solve_per_sample(
     timing = SampleTimes.wanted(t)
     if timing:
         y_start = SampleTimes.start(problem, y_start, t)
+    if event_fn is not None:
+        return _until_event(
+            func, event_fn, layout, problem, engine, y_start, gradient, params, method, options,
+            rtol, atol, stats, config, t.dtype,
+        )  # fmt: skip
     if isinstance(gradient, Adjoint):
         found = gradient.params(func, params)
         info = _adjoint_info(
@@ -76,20 +85,96 @@ def solve_per_sample(
         )
         ys = PerSampleAdjoint.apply(info, y_start, *found)
         status, t_reached, step_counts = info["result"]
+    elif isinstance(gradient, Checkpointed):
+        found = gradient.params(func, params)
+        info = {"engine": engine, "problem": problem, "layout": layout, "user_func": func,
+                "with_rows": config.with_rows, "every": gradient.every, "stats": stats}  # fmt: skip
+        ys = PerSampleCheckpoint.apply(info, y_start, *found)
+        status, t_reached, step_counts = info["result"]
+        counts.n_checkpoints = info["n_checkpoints"]
     else:
         ys, status, t_reached, step_counts = engine.integrate(
             SampleProblem(sample_func, y_start, times, rtol_t, atol_t, layout.numels)
         )
-    for name, value in step_counts.items():
-        setattr(counts, name, value)
-    stats.forward = counts
-    stats.status = status_names(status)
+    _record(stats, counts, status, step_counts)
     error = failure_error(status, t_reached, engine.max_steps)
     if error is not None and config.on_failure == "raise":
         raise error
     if timing:  # y(t_b0) is y0 itself; later outputs move with their times
         ys = torch.cat([problem.y0.unsqueeze(1), SampleTimes.outputs(problem, ys, t)[:, 1:]], dim=1)
     return Solution(layout.unflatten(ys.transpose(0, 1)), stats, stats.status)
+
+
+def _check_event_args(event_fn: Any, engine: Any, gradient: Any, method: str) -> None:
+    """event_fn with per_sample=True: a callable, an adaptive method, odeint or odeint_adjoint."""
+    if not callable(event_fn):
+        raise TypeError(
+            f"event_fn must be callable as event_fn(t, y) -> tensor, got {type(event_fn).__name__}"
+        )
+    if not isinstance(engine, SampleRKSolver):
+        raise ValueError(
+            f"per_sample=True with event_fn needs an adaptive method (its dense output locates each "
+            f"sample's event), not method={method!r}: use e.g. dopri5 or tsit5"
+        )
+    if isinstance(gradient, Checkpointed):
+        raise ValueError("odeint_checkpoint does not support event_fn: use odeint or odeint_adjoint")
+
+
+def _event_times(times: Tensor) -> Tensor:
+    """An event search's (B, 2) span [t0, t0 + direction] from t = [t0] or [t0, t1] (per sample or shared)."""
+    if times.shape[1] > 2:
+        raise ValueError(
+            f"with event_fn, t must be [t0] or [t0, t1] (t1 only gives the direction; (B, 1) or (B, 2) per "
+            f"sample), got {times.shape[1]} times: each sample's solve ends at its event"
+        )
+    if times.shape[1] == 1:
+        return torch.cat([times, times + 1.0], dim=1)
+    return times
+
+
+def _until_event(
+    func, event_fn, layout, problem, engine, y_start, gradient, params, method, options, rtol, atol,
+    stats, config, t_dtype,
+) -> Solution:  # fmt: skip
+    """Every sample to its own event: ``Solution(ys=[y0, y(event_t)], event_t=(B,))``, gradients
+    through each event time (direct backprop, or the per-sample adjoint over [t0, event_t])."""
+    event = SampleEvent(event_fn, layout)
+    if isinstance(gradient, Adjoint):
+        found_params = gradient.params(func, params)
+        with torch.no_grad():
+            ys, status, t_reached, step_counts = engine.integrate(_with_start(problem, y_start), event=event)
+        tau = event.tau
+        done = ~torch.isnan(tau)
+        times = torch.stack([problem.times[:, 0], torch.where(done, tau, problem.times[:, 1])], dim=1)
+        span = SampleProblem(problem.func, problem.y0, times, problem.rtol, problem.atol, problem.segments)
+        info = _adjoint_info(gradient, func, layout, span, engine, method, options, rtol, atol, stats, config)
+        info["precomputed"] = (ys, (status, t_reached, step_counts))
+        y_tau = PerSampleAdjoint.apply(info, y_start, *found_params)[:, 1]
+    else:
+        ys, status, t_reached, step_counts = engine.integrate(_with_start(problem, y_start), event=event)
+        y_tau = ys[:, 1]
+    tau = event.tau
+    done = ~torch.isnan(tau)
+    _record(stats, problem.func.counts, status, step_counts)
+    error = failure_error(status, t_reached, resolve_max_num_steps(engine.options.max_num_steps, True), True)
+    if error is not None and config.on_failure == "raise":
+        raise error
+    tau_t, y_out = attach_sample_event_gradient(problem.func, event, tau, y_tau, event.k, done)
+    y_out = torch.where(done[:, None], y_out, math.nan)
+    ys = torch.stack([problem.y0, y_out])
+    return Solution(layout.unflatten(ys), stats, stats.status, tau_t.to(t_dtype))
+
+
+def _with_start(problem: SampleProblem, y_start: Tensor) -> SampleProblem:
+    return SampleProblem(problem.func, y_start, problem.times, problem.rtol, problem.atol, problem.segments)
+
+
+def _record(stats: SolveStats, counts: PassCounts, status: Tensor, step_counts: dict) -> None:
+    """The forward counts and every sample's outcome into ``stats``."""
+    for name, value in step_counts.items():
+        setattr(counts, name, value)
+    stats.forward = counts
+    stats.status = status_names(status)
 
 
 def _adjoint_info(

@@ -1,0 +1,122 @@
+"""``odeint_checkpoint(..., per_sample=True)``: the gradients of direct backprop through the per-sample
+steps, in memory O(checkpoints).
+
+The forward pass is the per-sample solve without a graph, recording every lockstep step some sample
+accepted ((B,) start and end times and which samples accepted it) and the whole batch's state at every
+``every``-th of them. The backward pass re-runs those pieces from last to first with autograd, taking
+exactly the recorded steps (each sample its own accepted ones, the others staying put: no error
+control, no step re-selection) and emitting the outputs on the same dense output, and backpropagates
+through each. Rows are independent, so a replayed row rounds as it did in the forward pass. Memory:
+the stored states, three (B,) numbers per recorded step, and the graph of one piece.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..solvers.runge_kutta import DeviceTableau
+from ..stats import PassCounts
+from .engine import SampleRKSolver, _Coefficients, _Stages
+from .problem import SampleFunc, SampleLayout, SampleProblem
+
+
+class StepRecord:
+    """The accepted lockstep steps of a forward solve, and the state at every ``every``-th one."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.steps: list[tuple[Tensor, Tensor, Tensor]] = []  # (t, t1, accepted), each (B,)
+        self.states: list[tuple[Tensor, Tensor]] = []  # (y (B, N), next output index (B,)) at a piece's start
+
+    def step(self, t: Tensor, t1: Tensor, accepted: Tensor, y: Tensor, next_out: Tensor) -> None:
+        if len(self.steps) % self.every == 0:
+            self.states.append((y.detach().clone(), next_out.clone()))
+        self.steps.append((t.clone(), t1.clone(), accepted.clone()))
+
+
+def replay(
+    engine: SampleRKSolver, func: SampleFunc, y: Tensor, next_out: Tensor, steps, times: Tensor
+) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+    """Take the recorded ``steps`` from state y; returns the end state and the outputs emitted on the
+    way (their rows, columns and values, as the engine records them)."""
+    dtab = DeviceTableau(engine.tableau, y.dtype, y.device)
+    coeffs = _Coefficients(engine.tableau, y.dtype, y.device)
+    direction = torch.sign(times[:, -1] - times[:, 0])
+    n_out = times.shape[1]
+    out_rows: list[Tensor] = []
+    out_cols: list[Tensor] = []
+    out_vals: list[Tensor] = []
+    f0 = func(steps[0][0], y)
+    for t, t1, accepted in steps:
+        dt = torch.where(accepted, t1 - t, 0.0)
+        stages = _Stages(dtab.num_stages, y)
+        y1, _, _ = engine.step(func, dtab, coeffs, stages, y, t, dt, f0, None)
+        f1 = stages.rows[-1] if dtab.fsal else func(t1, y1)
+        next_tau = times.gather(1, next_out.clamp(max=n_out - 1)[:, None]).squeeze(1)
+        if bool((accepted & (next_out < n_out) & (direction * (next_tau - t1) <= 0)).any()):
+            next_out, _ = engine._emit(
+                dtab, stages.rows, f1, y, y1, t, t1, dt, dt, accepted, None, times, next_out, direction,
+                out_rows, out_cols, out_vals, func,
+            )  # fmt: skip
+        y = torch.where(accepted[:, None], y1, y)
+        f0 = torch.where(accepted[:, None], f1, f0)
+    return y, out_rows, out_cols, out_vals
+
+
+class PerSampleCheckpoint(torch.autograd.Function):
+    """y0, *params -> ys (B, T, N) by a no-graph per-sample solve; backward by replaying its steps."""
+
+    @staticmethod
+    def forward(ctx, info: dict, y0: Tensor, *params: Tensor) -> Tensor:
+        engine: SampleRKSolver = info["engine"]
+        problem: SampleProblem = info["problem"]
+        record = StepRecord(info["every"])
+        with torch.no_grad():
+            ys, status, t_reached, counts = engine.integrate(
+                SampleProblem(
+                    problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
+                ),
+                record=record,
+            )
+        info["result"] = (status, t_reached, counts)
+        info["n_checkpoints"] = len(record.states)
+        ctx.info, ctx.record = info, record
+        ctx.save_for_backward(*params)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys: Tensor):
+        params = ctx.saved_tensors
+        info, record = ctx.info, ctx.record
+        layout: SampleLayout = info["layout"]
+        times: Tensor = info["problem"].times
+        counts = PassCounts(nfe=torch.zeros(layout.batch, dtype=torch.long, device=grad_ys.device))
+        func = SampleFunc(info["user_func"], layout, counts, info["with_rows"], checked=True)
+        totals: list[Tensor | None] = [None] * len(params)
+        a = None  # dL/d(state at the end of the piece after this one)
+        every = record.every
+        for piece in range(len(record.states) - 1, -1, -1):
+            y_start, next_out = record.states[piece]
+            steps = record.steps[piece * every : (piece + 1) * every]
+            with torch.enable_grad():
+                y_in = y_start.detach().requires_grad_(True)
+                y_end, rows, cols, vals = replay(info["engine"], func, y_in, next_out, steps, times)
+                outs, cotangents = [], []
+                if a is not None:
+                    outs.append(y_end)
+                    cotangents.append(a)
+                for r, c, v in zip(rows, cols, vals, strict=True):
+                    outs.append(v)
+                    cotangents.append(grad_ys[r, c])
+                grads = torch.autograd.grad(outs, (y_in, *params), cotangents, allow_unused=True)
+            a = torch.zeros_like(y_in) if grads[0] is None else grads[0]
+            for i, g in enumerate(grads[1:]):
+                if g is not None:
+                    totals[i] = g if totals[i] is None else totals[i] + g
+        a = grad_ys[:, 0] if a is None else a + grad_ys[:, 0]
+        if record.steps:  # every recorded step a sample accepted is replayed once
+            counts.n_steps = torch.stack([s[2] for s in record.steps]).sum(0)
+            counts.n_accepted = counts.n_steps.clone()
+        info["stats"].backward = counts
+        return (None, a, *totals)
