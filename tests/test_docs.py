@@ -112,3 +112,13 @@ def test_readme_fits_on_a_screen_or_two_and_its_links_resolve():
     local = [link for link in links if not link.startswith(("http://", "https://"))]
     assert local, "the README links to the documentation"
     assert [link for link in local if not (ROOT / link).exists()] == []
+
+
+def test_readme_example_runs():
+    """The README's five-line example, as a visitor would paste it."""
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["ys"].shape == (10, 512, 2)
+    assert all(p.grad is not None for p in scope["func"].parameters())
