@@ -139,7 +139,7 @@ def test_smoke_run_writes_results(tmp_path):
     assert [row["width"] for row in compaction] == [4, 64]
     assert all(0.0 <= row["idle_share"] < 1.0 and row["seconds_compact"] > 0 for row in compaction)
     adjoint = {row["mode"]: row for row in result["case8_per_sample"] if row.get("gradient")}
-    assert set(adjoint) == {"adjoint, per_sample", "adjoint, joint"}
+    assert {"adjoint, per_sample", "direct, per_sample", "adjoint, joint"} <= set(adjoint)
     assert all(row["grad_error"] < 1e-2 for row in adjoint.values())
     assert per_sample["per_sample"]["sample_steps"] < per_sample["joint"]["sample_steps"]
     assert all(row["error"] < 1e-3 for row in per_sample.values())

@@ -3,10 +3,11 @@ test, accept/reject, output times and outcome; all running samples step together
 stage.
 
 Every operation is elementwise or a reduction within one sample's row (stage sums are written out as
-products and sums, not matrix products, whose rounding can depend on a row's position), so a
-sample's steps and answer do not depend on which other samples share its batch. Finished and failed
-samples take zero-length steps (their state is left exactly as it was); with ``compact`` func is
-called on the running rows only.
+products and sums, not matrix products), so a sample's steps and answer do not depend on which other
+samples share its batch, to rounding: torch's reductions may order a sum differently for a larger
+batch (a last-bit difference in a few entries of a 256-sample batch), and are the same for the small
+batches of the tests, bit for bit. Finished and failed samples take zero-length steps (their state is
+left exactly as it was); with ``compact`` func is called on the running rows only.
 """
 
 from __future__ import annotations
@@ -60,6 +61,32 @@ def _combine(y: Tensor, dt: Tensor, stages: list[Tensor], weights) -> Tensor:
     return y if acc is None else y + acc * dt
 
 
+class _Sense:
+    """The direction of integration, +1 or -1 per row: a Python sign when every row goes the same way
+    (the common case), so that stepping and comparing along it costs no multiplication."""
+
+    def __init__(self, direction: Tensor) -> None:
+        first = float(direction[0]) if direction.numel() else 1.0
+        uniform = first in (1.0, -1.0) and bool((direction == first).all())
+        self.sign, self.rows = (first if uniform else None), direction
+
+    def advance(self, t: Tensor, h: Tensor) -> Tensor:
+        """t + direction * h."""
+        if self.sign == 1.0:
+            return t + h
+        if self.sign == -1.0:
+            return t - h
+        return t + self.rows * h
+
+    def reached(self, a: Tensor, b: Tensor) -> Tensor:
+        """direction * (a - b) >= 0: a is at b or beyond it."""
+        if self.sign == 1.0:
+            return (a - b) >= 0
+        if self.sign == -1.0:
+            return (a - b) <= 0
+        return self.rows * (a - b) >= 0
+
+
 class SampleController:
     """The integral or PI controller of the joint engine, vectorised over samples (float64 (B,))."""
 
@@ -74,7 +101,7 @@ class SampleController:
         """The next step of every sample after a step of size h with error ``ratio`` (finite)."""
         factor = (self.safety * ratio.clamp(min=1e-300).pow(-self.exponent)).clamp(self.dfactor, self.ifactor)
         integral = torch.where(accepted, factor, factor.clamp(max=1.0))
-        integral = torch.where(ratio == 0, torch.full_like(factor, self.ifactor), integral)
+        integral = torch.where(ratio == 0, self.ifactor, integral)
         if not self.pi:
             return h * integral
         pi_ratio = ratio.clamp(min=1e-10)
@@ -113,6 +140,8 @@ class _Coefficients:
             return torch.tensor(list(values), dtype=dtype, device=device).reshape(-1, 1, 1)
 
         self.a = [None, *(col(row) for row in tab.a[1:])]
+        # the stage times' fractions of the step, float64 (S, 1): times stay float64 whatever the state
+        self.c = torch.tensor(list(tab.c), dtype=torch.float64, device=device)[:, None]
         self.b = col(tab.b)
         self.b_err = col(tab.b_err)
         self.b_err_secondary = None if tab.b_err_secondary is None else col(tab.b_err_secondary)
@@ -209,11 +238,15 @@ class SampleRKSolver:
         last_nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
         stages = _Stages(dtab.num_stages, y)
         run = status == RUNNING
+        sense = _Sense(direction)
+        bounded = opts.min_step > 0 or opts.max_step < math.inf
+        had_nonfinite = False
 
         while True:
-            h = h.clamp(min=opts.min_step, max=opts.max_step)
-            t1 = t + direction * h
-            t1 = torch.where(direction * (t1 - t_end) >= 0, t_end, t1)  # end exactly on the last time
+            if bounded:
+                h = h.clamp(min=opts.min_step, max=opts.max_step)
+            t1 = sense.advance(t, h)
+            t1 = torch.where(sense.reached(t1, t_end), t_end, t1)  # end exactly on the last time
             dt = torch.where(run, t1 - t, 0.0)
             stuck = run & (t + dt == t)
             out_of_steps = run & (n_steps >= max_steps)
@@ -252,7 +285,9 @@ class SampleRKSolver:
                 y1 = _scatter(y, active, y1_a)
 
             # a non-finite ratio (NaN) fails "<= 1": the step is rejected and retried ten times shorter
-            accept = run & ((ratio <= 1.0) | (dt.abs() <= opts.min_step))
+            # (a running row's dt is never 0, so with min_step 0 the second test never passes a step)
+            passed = ratio <= 1.0
+            accept = run & (passed | (dt.abs() <= opts.min_step) if opts.min_step > 0 else passed)
             n_accepted += accept
             if record is not None and bool(accept.any()):
                 record.step(t, t1, accept, y, next_out)
@@ -265,10 +300,13 @@ class SampleRKSolver:
                 status = torch.where(nonfinite > _MAX_NONFINITE_RETRIES, NON_FINITE, status)
                 last_nonfinite = torch.where(run, bad, last_nonfinite)
                 ratio = torch.where(finite, ratio, 0.0)
+                had_nonfinite = True
             else:
                 bad = None
-                nonfinite.zero_()
-                last_nonfinite.zero_()
+                if had_nonfinite:
+                    nonfinite.zero_()
+                    last_nonfinite.zero_()
+                    had_nonfinite = False
 
             if bool(accept.any()):
                 if dtab.fsal:
@@ -287,7 +325,7 @@ class SampleRKSolver:
                         out_cols.append(torch.ones_like(rows))
                         out_vals.append(y_tau[rows])
                         status = torch.where(found, SUCCESS, status)
-                emit = accept & (direction * (next_tau - t1) <= 0)
+                emit = accept & sense.reached(t1, next_tau)
                 if event is None and bool(emit.any()):
                     next_out, next_tau = self._emit(
                         dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times,
@@ -302,7 +340,7 @@ class SampleRKSolver:
             if bad is not None:
                 h_next = torch.where(bad, dt.abs() * 0.1, h_next)
             else:  # a rejected step a few ULPs long that cannot shrink any more
-                cannot_shrink = run & ~accept & (t + direction * h_next == t1)
+                cannot_shrink = run & ~accept & (sense.advance(t, h_next) == t1)
                 if bool(cannot_shrink.any()):
                     status = torch.where(cannot_shrink & (status == RUNNING), UNDERFLOW, status)
             h = torch.where(run, h_next, h)
@@ -337,15 +375,16 @@ class SampleRKSolver:
     def step(func, dtab, coeffs, stages: _Stages, y, t, dt, f0, active) -> tuple[Tensor, list, list]:
         """One step of the tableau for every row (dt (B,) float64, 0 for a row that stays): fills
         ``stages``; returns y1 and the stage inputs and times."""
-        dt_col = dt.to(y.dtype)[:, None]
+        dt_col = dt if dt.dtype == y.dtype else dt.to(y.dtype)
+        dt_col = dt_col[:, None]
         stages.reset(f0)
-        inputs, stage_times = [y], [t]
+        inputs = [y]
+        stage_times = list((t + coeffs.c * dt).unbind(0))  # (stages, B) in two operations
+        stage_times[0] = t
         for i in range(1, dtab.num_stages):
             yi = y + _weighted(stages.first(i), coeffs.a[i]) * dt_col
-            ti = t + dtab.c[i] * dt
             inputs.append(yi)
-            stage_times.append(ti)
-            stages.append(func(ti, yi, active))
+            stages.append(func(stage_times[i], yi, active))
         y1 = yi if dtab.fsal else y + _weighted(stages.first(dtab.num_stages), coeffs.b) * dt_col
         return y1, inputs, stage_times
 
@@ -354,8 +393,9 @@ class SampleRKSolver:
     ) -> Tensor:
         """The per-sample error ratio (B,), float64; NaN where the step is not finite."""
         with torch.no_grad():
-            stages = stages.detach()
-            scale = torch.maximum(y.detach().abs(), y1.detach().abs()) * rtol + atol
+            if stages.requires_grad or y1.requires_grad or y.requires_grad:
+                stages, y, y1 = stages.detach(), y.detach(), y1.detach()
+            scale = torch.maximum(y.abs(), y1.abs()) * rtol + atol
             err = _weighted(stages, coeffs.b_err) * dt_col / scale
             if coeffs.b_err_secondary is None:
                 ratio = norm(err)
@@ -365,36 +405,41 @@ class SampleRKSolver:
                 denom = torch.sqrt(n5 * n5 + 0.01 * n3 * n3)
                 ratio = torch.where(denom == 0, torch.zeros_like(denom), n5 * n5 / denom).amax(dim=0)
             # a non-finite state with a finite error estimate (inf - inf) must not pass the test
-            return torch.where(torch.isfinite(y1.detach()).all(dim=1), ratio, math.nan)
+            return torch.where(torch.isfinite(y1).all(dim=1), ratio, math.nan)
 
     def _emit(
         self, dtab, stages, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times, next_out, direction,
         out_rows, out_cols, out_vals, func,
     ) -> Tensor:  # fmt: skip
-        """Record the outputs inside each accepted step (t, t1]; returns the next output index and time."""
-        n_out = times.shape[1]
-        ext = None
-        while True:
-            col = next_out.clamp(max=n_out - 1)
-            tau = times.gather(1, col[:, None]).squeeze(1)
-            emit = accept & (next_out < n_out) & (direction * (tau - t1) <= 0)
-            if not bool(emit.any()):
-                return next_out, tau
-            exact = tau == t1
-            values = y1
-            if bool((emit & ~exact).any()):
-                if ext is None:
-                    ext = self._dense_stages(dtab, stages, f1_a, y_a, t, dt_a, active, func)
-                theta = torch.where(dt != 0, (tau - t) / torch.where(dt != 0, dt, 1.0), 0.0)
-                dense = self._dense_eval(dtab, y_a, ext, _take1(dt, active), _take1(theta, active))
-                if active is not None:
-                    dense = _scatter(y1.clone(), active, dense)
-                values = torch.where(exact[:, None], y1, dense)
-            rows = emit.nonzero().flatten()
-            out_rows.append(rows)
-            out_cols.append(col[rows])
-            out_vals.append(values[rows])
-            next_out = next_out + emit
+        """Record the outputs inside each accepted step (t, t1]; returns the next output index and time.
+
+        Every (sample, output) pair inside its step is evaluated at once, on the pairs' rows only: one
+        dense evaluation however many outputs a step covers."""
+        batch, n_out = times.shape
+        cols = torch.arange(n_out, device=times.device)
+        row_direction = direction[:, None] if isinstance(direction, Tensor) else direction
+        inside = accept[:, None] & (cols >= next_out[:, None]) & (row_direction * (times - t1[:, None]) <= 0)
+        rows_p, cols_p = inside.nonzero(as_tuple=True)
+        tau = times[rows_p, cols_p]
+        exact = tau == t1[rows_p]
+        values = y1[rows_p]
+        if not bool(exact.all()):
+            ext = torch.stack(self._dense_stages(dtab, stages, f1_a, y_a, t, dt_a, active, func))
+            if active is None:
+                at = rows_p
+            else:  # the pairs' positions among the active rows the stages were computed on
+                position = torch.full((batch,), -1, dtype=torch.long, device=times.device)
+                position[active] = torch.arange(active.numel(), device=times.device)
+                at = position[rows_p]
+            dt_p = dt[rows_p]
+            theta = torch.where(dt_p != 0, (tau - t[rows_p]) / torch.where(dt_p != 0, dt_p, 1.0), 0.0)
+            dense = self._dense_eval(dtab, y_a[at], ext[:, at], dt_p, theta)
+            values = torch.where(exact[:, None], values, dense)
+        out_rows.append(rows_p)
+        out_cols.append(cols_p)
+        out_vals.append(values)
+        next_out = next_out + inside.sum(dim=1)
+        return next_out, times.gather(1, next_out.clamp(max=n_out - 1)[:, None]).squeeze(1)
 
     def _dense_stages(self, dtab, stages, f1_a, y_a, t, dt_a, active, func) -> list[Tensor]:
         """K, then f(t1, y1) unless FSAL, then the interpolant's extra stages."""
@@ -415,7 +460,8 @@ class SampleRKSolver:
             weights = torch.tensor(dtab.dense_rows, dtype=torch.float64, device=y.device)
             dtab.dense_weights_f64 = weights
         w = (powers[:, None, :] * weights[None]).sum(dim=2) * dt[:, None]  # (B, stages)
-        return y + (torch.stack(ext) * w.t().to(y.dtype)[:, :, None]).sum(dim=0)
+        stacked = ext if isinstance(ext, Tensor) else torch.stack(ext)  # (stages, B, N)
+        return y + (stacked * w.t().to(y.dtype)[:, :, None]).sum(dim=0)
 
     @staticmethod
     def _assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts):

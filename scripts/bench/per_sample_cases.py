@@ -163,6 +163,9 @@ def _gradient_rows(libs: list[str], cfg: dict, mu, y0, t) -> list[dict]:
 
     jobs = {
         ("neuralode", "adjoint, per_sample"): job(neuralode_adjoint(True)),
+        ("neuralode", "direct, per_sample"): job(
+            lambda field: lambda: nd.odeint(field, y0, t, rtol=1e-6, atol=1e-6, per_sample=True)
+        ),
         ("neuralode", "adjoint, joint"): job(neuralode_adjoint(False)),
     }
     if "torchdiffeq" in libs:
@@ -173,8 +176,21 @@ def _gradient_rows(libs: list[str], cfg: dict, mu, y0, t) -> list[dict]:
                 lambda: torchdiffeq.odeint_adjoint(field, y0, t, rtol=1e-6, atol=1e-6, method="dopri5")
             )
         )
+    if "torchode" in libs:
+        import torchode
+
+        def torchode_autodiff(field):
+            term = torchode.ODETerm(field)
+            solver = torchode.AutoDiffAdjoint(
+                torchode.Dopri5(term=term), torchode.IntegralController(atol=1e-6, rtol=1e-6, term=term)
+            )
+            problem = torchode.InitialValueProblem(y0=y0, t_eval=t.repeat(batch, 1))
+            return lambda: solver.solve(problem).ys.transpose(0, 1)
+
+        jobs[("torchode", "direct (autodiff), per_sample")] = job(torchode_autodiff)
     # torchode's BacksolveAdjoint is left out: it calls the field on one sample at a time (vmap), so a
-    # field with one parameter per row (this mu) cannot be given to it as it is to the others.
+    # field with one parameter per row (this mu) cannot be given to it as it is to the others; its
+    # AutoDiffAdjoint (backprop through its solver, its default) is the row above.
     summary = round_robin(jobs, cfg["per_sample_repeats"])
     return _rows(summary, batch=batch, gradient=True)
 
@@ -304,13 +320,15 @@ def per_sample_lines(rows: list[dict]) -> list[str]:
         )
     if gradient_rows:
         grad_base = next(r["seconds"] for r in gradient_rows if r["mode"] == "adjoint, per_sample")
+        # "direct": backprop through the solver's operations (memory grows with the steps)
         out += [
             "",
             "The same problem's gradient d sum(y(t_i)) / d mu (one mu per sample, a parameter of the "
-            "field) by each library's adjoint; error: relative 2-norm against backprop through a "
-            "per-sample dopri8 solve at 1e-11. NFE: calls of func, forward and backward. torchode's "
-            "BacksolveAdjoint calls the field one sample at a time (vmap), which a field with one mu per row "
-            "does not allow: it is left out.",
+            "field) by each library's adjoint, and by backprop through the solver (direct; torchode's "
+            "AutoDiffAdjoint); error: relative 2-norm against backprop through a per-sample dopri8 solve "
+            "at 1e-11. NFE: calls of func, forward and backward. torchode's BacksolveAdjoint calls the "
+            "field one sample at a time (vmap), which a field with one mu per row does not allow: it is "
+            "left out.",
             "",
             "| library | mode | fwd+bwd (ms) | vs neuralode per_sample | NFE fwd | NFE total | grad error |",
             "|---|---|---|---|---|---|---|",
