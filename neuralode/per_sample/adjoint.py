@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..stats import PassCounts
-from .engine import SampleRKSolver
+from .engine import SampleRKSolver, StepCarry
 from .outcome import failure_error
 from .problem import SampleFunc, SampleLayout, SampleProblem
 
@@ -72,12 +72,17 @@ class PerSampleAdjoint(torch.autograd.Function):
             ys, info["result"] = info.pop("precomputed")
             ys = ys.clone()
         else:
+            # adjoint_options["carry_step_size"] (default True): the backward solve starts from these steps
+            carry_steps = getattr(info["backward_engine"].options, "carry_step_size", True)
+            carry = StepCarry() if carry_steps else None
             with torch.no_grad():
                 ys, status, t_reached, counts = engine.integrate(
                     SampleProblem(
                         problem.func, y0.detach(), problem.times, problem.rtol, problem.atol, problem.segments
-                    )
+                    ),
+                    carry=carry,
                 )
+            info["carry"] = carry
             info["result"] = (status, t_reached, counts)
         ctx.info = info
         ctx.save_for_backward(ys, *params)
@@ -96,25 +101,35 @@ class PerSampleAdjoint(torch.autograd.Function):
         field = _AugmentedField(func, n)
         integral = _ParameterIntegral(func, tuple(params), engine.tableau.b, n)
         times = problem.times
-        a = grad_ys[:, -1]
-        steps = {"n_steps": 0, "n_accepted": 0, "n_rejected": 0}
-        for j in range(times.shape[1] - 1, 0, -1):
-            # a sample that failed before t_j (on_failure="nan") has a NaN state there: its later outputs
-            # have no gradient, so it is solved back from zero (a stays zero) instead of from NaN
-            failed = ~torch.isfinite(ys[:, j]).all(dim=1, keepdim=True)
-            state = torch.cat([ys[:, j].masked_fill(failed, 0.0), a.masked_fill(failed, 0.0)], dim=1)
-            interval = SampleProblem(
-                field, state, times[:, [j, j - 1]].contiguous(), info["backward_rtol"], info["backward_atol"],
-                (n, n),
-            )  # fmt: skip
-            with torch.no_grad():
-                out, status, t_reached, step_counts = engine.integrate(interval, quadrature=integral)
-            error = failure_error(status, t_reached, engine.max_steps)
-            if error is not None:
-                raise error
-            for key in steps:
-                steps[key] = steps[key] + step_counts[key]
-            a = out[:, -1, n:] + grad_ys[:, j - 1]
+        last = times.shape[1] - 1
+        # a sample that failed before t_j (on_failure="nan") has a NaN state there: its later outputs
+        # have no gradient, so it is solved back from zero (a stays zero) instead of from NaN
+        finite = torch.isfinite(ys).all(dim=2, keepdim=True)  # (B, T, 1)
+        z_at = ys.masked_fill(~finite, 0.0)
+        g_at = grad_ys.masked_fill(~finite, 0.0)
+
+        def jump(state: Tensor, rows: Tensor, out_index: Tensor) -> Tensor:
+            """At output time t_j (out_index counts back from the last time): z from the forward solve
+            (as torchdiffeq), a + dL/dy(t_j)."""
+            j = (last - out_index).clamp(0, last)[:, None, None].expand(-1, 1, n)
+            z_j, g_j = z_at.gather(1, j).squeeze(1), g_at.gather(1, j).squeeze(1)
+            new = torch.cat([z_j, state[:, n:] + g_j], dim=1)
+            return torch.where(rows[:, None], new, state)
+
+        # one backward solve over every sample's whole span: each sample steps to its own output times
+        # (its state jumps there), so no sample waits for the others at an output time
+        state = torch.cat([z_at[:, -1], g_at[:, -1]], dim=1)
+        backward = SampleProblem(
+            field, state, times.flip(1).contiguous(), info["backward_rtol"], info["backward_atol"], (n, n)
+        )
+        with torch.no_grad():
+            out, status, t_reached, steps = engine.integrate(
+                backward, quadrature=integral, carry=info.get("carry"), jump=jump
+            )
+        error = failure_error(status, t_reached, engine.max_steps)
+        if error is not None:
+            raise error
+        a = out[:, -1, n:] + g_at[:, 0]
         for key, value in steps.items():
             setattr(counts, key, value)
         info["stats"].backward = counts

@@ -61,6 +61,15 @@ def _combine(y: Tensor, dt: Tensor, stages: list[Tensor], weights) -> Tensor:
     return y if acc is None else y + acc * dt
 
 
+class StepCarry:
+    """Each sample's proposed step size at the end of a solve, to start the next solve from (the
+    per-sample adjoint's output intervals): a fresh selection per interval costs an evaluation and the
+    steps that grow back to size."""
+
+    def __init__(self, h: Tensor | None = None) -> None:
+        self.h = h
+
+
 class _Sense:
     """The direction of integration, +1 or -1 per row: a Python sign when every row goes the same way
     (the common case), so that stepping and comparing along it costs no multiplication."""
@@ -185,7 +194,13 @@ class SampleRKSolver:
         self.max_steps = resolve_max_num_steps(options.max_num_steps, event=False)
 
     def integrate(
-        self, problem: SampleProblem, quadrature=None, event: SampleEvent | None = None, record=None
+        self,
+        problem: SampleProblem,
+        quadrature=None,
+        event: SampleEvent | None = None,
+        record=None,
+        carry: StepCarry | None = None,
+        jump=None,
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts).
 
@@ -195,7 +210,12 @@ class SampleRKSolver:
         until its event; ys is then (B, 2, N) = [y0, y(event time)] and ``event.tau``/``event.k`` hold
         each sample's event time (NaN if none was found) and crossing entry. ``record``: an object whose
         ``step(t, t1, accepted, y, next_out)`` is called with every step some sample accepts, before the
-        state moves (odeint_checkpoint replays the accepted steps from it)."""
+        state moves (odeint_checkpoint replays the accepted steps from it). ``carry``: a
+        :class:`StepCarry` whose step sizes (if set) start this solve and that keeps the ones it ends with
+        (the adjoint's intervals, each starting where the last one's steps left off). ``jump``: every
+        sample steps to each of its output times exactly and its state jumps there to
+        ``jump(y1, rows, out_index)`` (the adjoint's backward solve: dL/dy(t_i) added to the adjoint),
+        each sample at its own times, without waiting for the others at an output time."""
         opts, tab = self.options, self.tableau
         func, y = problem.func, problem.y0
         batch, n = y.shape
@@ -232,6 +252,8 @@ class SampleRKSolver:
         f0 = func(t, y)
         if opts.first_step is not None:
             h = torch.full((batch,), float(opts.first_step), dtype=torch.float64, device=device)
+        elif carry is not None and carry.h is not None:
+            h = carry.h.clone()
         else:
             h = initial_steps(func, t, y, f0, direction, tab.embedded_order, rtol, atol, norm, None)
         nonfinite = torch.zeros_like(n_steps)
@@ -247,6 +269,8 @@ class SampleRKSolver:
                 h = h.clamp(min=opts.min_step, max=opts.max_step)
             t1 = sense.advance(t, h)
             t1 = torch.where(sense.reached(t1, t_end), t_end, t1)  # end exactly on the last time
+            if jump is not None:  # and on every output time, where the state jumps
+                t1 = torch.where(sense.reached(t1, next_tau), next_tau, t1)
             dt = torch.where(run, t1 - t, 0.0)
             stuck = run & (t + dt == t)
             out_of_steps = run & (n_steps >= max_steps)
@@ -326,12 +350,20 @@ class SampleRKSolver:
                         out_vals.append(y_tau[rows])
                         status = torch.where(found, SUCCESS, status)
                 emit = accept & sense.reached(t1, next_tau)
+                landed_on = next_out  # with ``jump``, the output time each emitting row landed on
                 if event is None and bool(emit.any()):
                     next_out, next_tau = self._emit(
                         dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times,
                         next_out, direction, out_rows, out_cols, out_vals, func,
                     )  # fmt: skip
                     status = torch.where(accept & (next_out >= n_out), SUCCESS, status)
+                    if jump is not None:
+                        jumped = emit & (next_out < n_out)  # the last output ends the solve: no jump
+                        if bool(jumped.any()):
+                            y1 = jump(y1, jumped, landed_on)
+                            f_new = func(_take1(t1, active), _take1(y1, active), active)
+                            f_new = f_new if active is None else _scatter(f1, active, f_new)
+                            f1 = torch.where(jumped[:, None], f_new, f1)  # the derivative after the jump
                 acc_col = accept[:, None]
                 y = torch.where(acc_col, y1, y)
                 f0 = torch.where(acc_col, f1, f0)
@@ -347,6 +379,8 @@ class SampleRKSolver:
             run = status == RUNNING
 
         counts = {"n_steps": n_steps, "n_accepted": n_accepted, "n_rejected": n_steps - n_accepted}
+        if carry is not None:
+            carry.h = h
         if event is not None:
             t = torch.where(torch.isnan(event.tau), t, event.tau)
         return self._assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts)
