@@ -4,11 +4,14 @@ sample's accepted steps.
 
 dL/dtheta is summed over samples, so it cannot be error-controlled per sample (that would need a
 per-sample copy of every parameter): it is left out of the error control, as with the seminorm (Kidger,
-Chen & Lyons 2021), and integrated with the method's weights once each step's acceptance is known, by
-re-evaluating func at the accepted stages (one more evaluation per stage with a nonzero weight).
+Chen & Lyons 2021), and integrated with the method's weights once each step's acceptance is known: the
+graphs of the step's own stage evaluations are kept for it, and only the first stage (whose derivative
+came from an earlier evaluation, per sample a different one) is evaluated again.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -20,10 +23,14 @@ from .problem import SampleFunc, SampleLayout, SampleProblem
 
 
 class _AugmentedField:
-    """[z, a] -> [f(t, z), -a^T df/dz], row by row (func treats rows independently)."""
+    """[z, a] -> [f(t, z), -a^T df/dz], row by row (func treats rows independently).
 
-    def __init__(self, func: SampleFunc, n: int) -> None:
-        self.func, self.n = func, n
+    With ``keep`` (there are parameters), the graphs of its last few evaluations (f(t, z) with its graph
+    to the parameters) are kept, keyed by the state they were given, for the parameter integral."""
+
+    def __init__(self, func: SampleFunc, n: int, keep: int = 0) -> None:
+        self.func, self.n, self.keep = func, n, keep
+        self.kept: OrderedDict[int, tuple[Tensor, Tensor]] = OrderedDict()
 
     def __call__(self, t: Tensor, state: Tensor, rows: Tensor | None = None) -> Tensor:
         n = self.n
@@ -31,16 +38,27 @@ class _AugmentedField:
         with torch.enable_grad():
             z_ = z.detach().requires_grad_(True)
             f = self.func(t, z_)
-            (vjp,) = torch.autograd.grad(f, z_, a, allow_unused=True)
+            (vjp,) = torch.autograd.grad(f, z_, a, allow_unused=True, retain_graph=self.keep > 0)
+        if self.keep:
+            self.kept[id(state)] = (state, f)  # the state is held too, so that its id stays its own
+            while len(self.kept) > self.keep:
+                self.kept.popitem(last=False)
         vjp = torch.zeros_like(z) if vjp is None else vjp
         return torch.cat([f.detach(), -vjp], dim=1)
+
+    def graph_of(self, state: Tensor) -> Tensor | None:
+        """f(t, z) with its graph from the evaluation that was given ``state``, if it is still kept."""
+        kept = self.kept.get(id(state))
+        return kept[1] if kept is not None and kept[0] is state else None
 
 
 class _ParameterIntegral:
     """Accumulates dL/dtheta = -int a^T df/dtheta dt over the accepted steps of every sample."""
 
-    def __init__(self, func: SampleFunc, params: tuple[Tensor, ...], b: tuple[float, ...], n: int) -> None:
-        self.func, self.params, self.b, self.n = func, params, b, n
+    def __init__(
+        self, func: SampleFunc, params: tuple[Tensor, ...], b: tuple[float, ...], n: int, field
+    ) -> None:
+        self.func, self.params, self.b, self.n, self.field = func, params, b, n, field
         self.total = [torch.zeros_like(p) for p in params]
 
     def add(self, dt: Tensor, stage_times: list[Tensor], inputs: list[Tensor], accepted: Tensor) -> None:
@@ -50,12 +68,16 @@ class _ParameterIntegral:
         outs, cotangents = [], []
         scale = dt * accepted
         with torch.enable_grad():
-            for bi, ti, si in zip(self.b, stage_times, inputs, strict=False):
+            for i, (bi, ti, si) in enumerate(zip(self.b, stage_times, inputs, strict=False)):
                 if bi == 0.0:
                     continue
-                outs.append(self.func(ti, si[:, :n].detach()))
+                # the step's own stages were evaluated on these inputs; the first stage's derivative
+                # came from an earlier evaluation (a different one per sample): it is evaluated again
+                kept = self.field.graph_of(si) if i > 0 else None
+                outs.append(self.func(ti, si[:, :n].detach()) if kept is None else kept)
                 cotangents.append(-si[:, n:].detach() * (scale * bi).to(si.dtype)[:, None])
             grads = torch.autograd.grad(outs, self.params, cotangents, allow_unused=True)
+        self.field.kept.clear()
         for total, g in zip(self.total, grads, strict=True):
             if g is not None:
                 total.add_(g)
@@ -98,8 +120,10 @@ class PerSampleAdjoint(torch.autograd.Function):
         counts = PassCounts(nfe=torch.zeros(layout.batch, dtype=torch.long, device=ys.device))
         func = SampleFunc(info["user_func"], layout, counts, with_rows=False, checked=True)
         n = ys.shape[2]
-        field = _AugmentedField(func, n)
-        integral = _ParameterIntegral(func, tuple(params), engine.tableau.b, n)
+        # the stage graphs of one step are kept for the parameter integral (a few more for the dense
+        # output's and a jump's evaluations in between)
+        field = _AugmentedField(func, n, keep=engine.tableau.num_stages + 4 if params else 0)
+        integral = _ParameterIntegral(func, tuple(params), engine.tableau.b, n, field)
         times = problem.times
         last = times.shape[1] - 1
         # a sample that failed before t_j (on_failure="nan") has a NaN state there: its later outputs
