@@ -354,7 +354,7 @@ class SampleRKSolver:
                 if event is None and bool(emit.any()):
                     next_out, next_tau = self._emit(
                         dtab, stages_a.rows, f1_a, y_a, y1, t, t1, dt, dt_a, accept, active, times,
-                        next_out, direction, out_rows, out_cols, out_vals, func,
+                        next_out, sense, out_rows, out_cols, out_vals, func,
                     )  # fmt: skip
                     status = torch.where(accept & (next_out >= n_out), SUCCESS, status)
                     if jump is not None:
@@ -450,13 +450,31 @@ class SampleRKSolver:
         Every (sample, output) pair inside its step is evaluated at once, on the pairs' rows only: one
         dense evaluation however many outputs a step covers."""
         batch, n_out = times.shape
-        cols = torch.arange(n_out, device=times.device)
-        row_direction = direction[:, None] if isinstance(direction, Tensor) else direction
-        inside = accept[:, None] & (cols >= next_out[:, None]) & (row_direction * (times - t1[:, None]) <= 0)
-        rows_p, cols_p = inside.nonzero(as_tuple=True)
-        tau = times[rows_p, cols_p]
-        exact = tau == t1[rows_p]
-        values = y1[rows_p]
+        sense = direction if isinstance(direction, _Sense) else _Sense(direction)
+        # the (sample, output) pairs inside the steps, a round per output a step passes (mostly one):
+        # operations on (B,) tensors, not on the whole (B, T) grid of output times
+        pair_rows, pair_cols, pair_tau = [], [], []
+        col = next_out
+        while True:
+            clamped = col.clamp(max=n_out - 1)
+            tau = times.gather(1, clamped[:, None]).squeeze(1)
+            inside = accept & (col < n_out) & sense.reached(t1, tau)
+            if not bool(inside.any()):
+                break
+            rows = inside.nonzero().flatten()
+            pair_rows.append(rows)
+            pair_cols.append(clamped.index_select(0, rows))
+            pair_tau.append(tau.index_select(0, rows))
+            col = col + inside
+        next_tau = tau
+        if not pair_rows:
+            return col, next_tau
+        one = len(pair_rows) == 1
+        rows_p = pair_rows[0] if one else torch.cat(pair_rows)
+        cols_p = pair_cols[0] if one else torch.cat(pair_cols)
+        tau = pair_tau[0] if one else torch.cat(pair_tau)
+        exact = tau == t1.index_select(0, rows_p)
+        values = y1.index_select(0, rows_p)
         if not bool(exact.all()):
             ext = torch.stack(self._dense_stages(dtab, stages, f1_a, y_a, t, dt_a, active, func))
             if active is None:
@@ -465,15 +483,15 @@ class SampleRKSolver:
                 position = torch.full((batch,), -1, dtype=torch.long, device=times.device)
                 position[active] = torch.arange(active.numel(), device=times.device)
                 at = position[rows_p]
-            dt_p = dt[rows_p]
-            theta = torch.where(dt_p != 0, (tau - t[rows_p]) / torch.where(dt_p != 0, dt_p, 1.0), 0.0)
-            dense = self._dense_eval(dtab, y_a[at], ext[:, at], dt_p, theta)
+            dt_p = dt.index_select(0, rows_p)
+            t_p = t.index_select(0, rows_p)
+            theta = torch.where(dt_p != 0, (tau - t_p) / torch.where(dt_p != 0, dt_p, 1.0), 0.0)
+            dense = self._dense_eval(dtab, y_a.index_select(0, at), ext.index_select(1, at), dt_p, theta)
             values = torch.where(exact[:, None], values, dense)
         out_rows.append(rows_p)
         out_cols.append(cols_p)
         out_vals.append(values)
-        next_out = next_out + inside.sum(dim=1)
-        return next_out, times.gather(1, next_out.clamp(max=n_out - 1)[:, None]).squeeze(1)
+        return col, next_tau
 
     def _dense_stages(self, dtab, stages, f1_a, y_a, t, dt_a, active, func) -> list[Tensor]:
         """K, then f(t1, y1) unless FSAL, then the interpolant's extra stages."""
