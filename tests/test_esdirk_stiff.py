@@ -59,8 +59,8 @@ def test_van_der_pol_mu1000_against_radau() -> None:
     ref = _radau(_vdp, y0, times, atol=1e-12)
     rtol, atol = 1e-6, 1e-9
     stats = SolveStats()
-    ys = odeint(_vdp, torch.tensor(y0), torch.tensor(times, dtype=F64), method="kvaerno5", rtol=rtol, atol=atol,
-                stats=stats)  # fmt: skip
+    t = torch.tensor(times, dtype=F64)
+    ys = odeint(_vdp, torch.tensor(y0), t, method="kvaerno5", rtol=rtol, atol=atol, stats=stats)
     assert _scaled_error(ys[-1:], ref[-1:], rtol, atol) < 10.0
     assert stats.forward.n_accepted < 5000  # dopri5 needs millions of steps here
 

@@ -27,7 +27,7 @@ from .runge_kutta import DeviceTableau, StageBuffer, dense_eval, dense_stages, r
 _MAX_NONFINITE_RETRIES = 8  # each retry shrinks the step tenfold
 
 
-class StepFailed(Exception):  # noqa: N818 - a signal inside the engine, never raised to the user
+class StepFailed(Exception):
     """Raised by a step function when it cannot take the step (an implicit method's Newton iteration
     did not converge): the engine rejects the step and retries it ``shrink`` times as long."""
 
@@ -183,7 +183,8 @@ class AdaptiveRKSolver(Solver):
                 if abs(dt) <= opts.min_step:
                     raise StepSizeUnderflowError(
                         f"the step from t={t!r} failed (Newton's method did not converge) even at "
-                        f"options['min_step']={opts.min_step!r}: lower min_step, or raise options['max_iters'].",
+                        f"options['min_step']={opts.min_step!r}: lower min_step, or raise "
+                        "options['max_iters'].",
                         t,
                     ) from None
                 h = abs(dt) * failed.shrink  # too short to change t: the underflow check names t

@@ -115,9 +115,7 @@ def newton_tolerance(atol: float | Tensor, y_abs: Tensor) -> float | Tensor:
     return atol if atol > 0 else newton_atol(y_abs)
 
 
-def jacobian(
-    func, t: float, y: Tensor, perturb: float, differences: bool = False
-) -> tuple[Tensor, Tensor]:
+def jacobian(func, t: float, y: Tensor, perturb: float, differences: bool = False) -> tuple[Tensor, Tensor]:
     """f(t, y) and df/dy (N, N), all rows in one batched backward pass (a loop where vmap fails).
 
     Where f has no autograd graph with respect to y (func detaches its input, as the adjoint's
