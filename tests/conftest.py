@@ -25,7 +25,9 @@ METHODS = {m: cls for m, cls in SOLVERS.items() if m not in ALIASES}
 ADAPTIVE_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, AdaptiveRKSolver))
 # Adaptive explicit Runge-Kutta (a ButcherTableau: tests that drive rk_step or read its interpolant use
 # these); the adaptive implicit ESDIRK methods run on the same engine with their own step function.
-EXPLICIT_ADAPTIVE_METHODS = sorted(m for m in ADAPTIVE_METHODS if isinstance(SOLVERS[m].tableau, ButcherTableau))
+EXPLICIT_ADAPTIVE_METHODS = sorted(
+    m for m in ADAPTIVE_METHODS if isinstance(SOLVERS[m].tableau, ButcherTableau)
+)
 ESDIRK_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, ESDIRKSolver))
 ADAMS_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, AdamsSolver))
 IMPLICIT_METHODS = sorted(m for m, cls in METHODS.items() if issubclass(cls, ImplicitRKSolver))

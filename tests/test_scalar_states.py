@@ -17,7 +17,14 @@ from torch import nn
 
 from neuralode import odeint, odeint_adjoint, odeint_checkpoint, odeint_event
 
-from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS, EXPLICIT_ADAPTIVE_METHODS, FIXED_METHODS, METHODS, method_order
+from .conftest import (
+    ADAPTIVE_METHODS,
+    ALL_FIXED_METHODS,
+    EXPLICIT_ADAPTIVE_METHODS,
+    FIXED_METHODS,
+    METHODS,
+    method_order,
+)
 
 F64 = torch.float64
 DOORS = ("odeint", "odeint_adjoint", "odeint_checkpoint", "odeint_event")

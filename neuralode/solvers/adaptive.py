@@ -49,7 +49,8 @@ def _stop_times(values: Tensor | None, t0: float, t_end: float, direction: float
 
 
 class AdaptiveRKSolver(Solver):
-    """Engine for every embedded explicit Runge-Kutta tableau."""
+    """Engine for every embedded explicit Runge-Kutta tableau, and (through :meth:`stepper`) for the
+    adaptive implicit ESDIRK pairs, which bring their own step function."""
 
     options_class: ClassVar[type] = AdaptiveOptions
     supported_callbacks: ClassVar[tuple[str, ...]] = (
