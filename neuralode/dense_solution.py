@@ -60,7 +60,8 @@ def odeint_dense(
 
     ``dense_output_fn`` takes a 0-dim tensor (returns y's shape) or a 1-D tensor of times (returns
     ``(len, *y0.shape)``; a tuple of such for a tuple y0), each in [t0, t1]; t1 < t0 integrates backwards.
-    Methods: the adaptive Runge-Kutta ones (default dopri5), each with its own interpolant. Gradients
+    Methods: the adaptive Runge-Kutta ones (default dopri5), each with its own interpolant, and the
+    adaptive implicit kvaerno3/kvaerno5 (cubic Hermite through each step's ends). Gradients
     reach y0, func's parameters and t_eval by backprop through the stored steps (not t0 or t1).
 
     Raises:
@@ -72,8 +73,9 @@ def odeint_dense(
     if not isinstance(prepared.solver, AdaptiveRKSolver):
         raise ValueError(
             f"odeint_dense needs an adaptive Runge-Kutta method (dopri5, tsit5, dopri8, bosh3, fehlberg2, "
-            f"adaptive_heun), got method={method!r}: fixed-grid, implicit and scipy_solver methods have no "
-            "interpolant of their own; use odeint(func, y0, t_eval, ...) with the times you need"
+            f"adaptive_heun, kvaerno3, kvaerno5), got method={method!r}: fixed-grid (explicit or implicit) "
+            "and scipy_solver methods have no interpolant of their own; use odeint(func, y0, t_eval, ...) "
+            "with the times you need"
         )
     record = DenseRecord()
     with solver_precision(prepared.autocast):

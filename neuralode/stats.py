@@ -19,6 +19,8 @@ class PassCounts:
     n_accepted: int = 0
     n_rejected: int = 0
     n_checkpoints: int = 0  # states stored for the backward pass (odeint_checkpoint's forward)
+    n_newton_iters: int = 0  # Newton iterations of the implicit stages (adaptive ESDIRK methods)
+    n_factorizations: int = 0  # LU factorisations of Newton's matrix (adaptive ESDIRK methods)
 
     def add(self, other: PassCounts) -> None:
         """Add another part of the same pass (a backward pass's time gradient and its solves)."""
@@ -27,6 +29,8 @@ class PassCounts:
         self.n_accepted += other.n_accepted
         self.n_rejected += other.n_rejected
         self.n_checkpoints += other.n_checkpoints
+        self.n_newton_iters += other.n_newton_iters
+        self.n_factorizations += other.n_factorizations
 
 
 @dataclass

@@ -12,7 +12,15 @@ from .conftest import ADAPTIVE_METHODS
 from .problems import lotka_volterra, scipy_reference, tanh_mlp, van_der_pol
 
 # Tolerances per method, looser for low orders so the suite stays fast.
-TOLERANCES = {"adaptive_heun": (1e-3, 1e-5), "fehlberg2": (1e-3, 1e-5), "bosh3": (1e-4, 1e-7)}
+# kvaerno5 interpolates intermediate outputs by cubic Hermite (third order, as diffrax does): with its
+# long fifth-order steps that interpolant, not the step, is what reaches 17.5x at rtol=1e-6 (measured
+# 27-88x at rtol=1e-9, while the step ends stay within 3x).
+TOLERANCES = {
+    "adaptive_heun": (1e-3, 1e-5),
+    "fehlberg2": (1e-3, 1e-5),
+    "bosh3": (1e-4, 1e-7),
+    "kvaerno5": (1e-4, 1e-6),
+}
 DEFAULT_TOLERANCES = (1e-5, 1e-9)
 # Measured worst case over these problems: 6.2x (dopri5 and bosh3); fehlberg2 apart, see below.
 MAX_ERROR_IN_TOLERANCES = 20.0
@@ -187,7 +195,7 @@ def test_fixed_grid_perturb_never_evaluates_on_grid_points():
 
 
 def test_all_methods_are_registered_once():
-    assert len(SOLVERS) == len(set(SOLVERS)) == 24
+    assert len(SOLVERS) == len(set(SOLVERS)) == 26
     assert SOLVERS["fixed_adams"] is SOLVERS["implicit_adams"]  # torchdiffeq's older name
 
 

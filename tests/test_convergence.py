@@ -9,7 +9,7 @@ import torch
 from neuralode import SOLVERS, odeint
 from neuralode.solvers.runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step
 
-from .conftest import ADAPTIVE_METHODS, FIXED_METHODS
+from .conftest import EXPLICIT_ADAPTIVE_METHODS, FIXED_METHODS
 from .problems import LINEAR_Y0, linear_exact, linear_func
 
 T_END = 2.0
@@ -37,7 +37,7 @@ def fixed_step_error(tableau, h: float, weights: str = "b") -> float:
     return float(np.abs(y.numpy() - linear_exact(T_END)).max())
 
 
-@pytest.mark.parametrize("method", ADAPTIVE_METHODS + FIXED_METHODS)
+@pytest.mark.parametrize("method", EXPLICIT_ADAPTIVE_METHODS + FIXED_METHODS)
 def test_solution_converges_at_the_method_order(method):
     tableau = SOLVERS[method].tableau
     order = fitted_order(STEPS, [fixed_step_error(tableau, h) for h in STEPS])
@@ -50,7 +50,7 @@ def test_solution_converges_at_the_method_order(method):
 EMBEDDED_EXPECTED = {"dopri8": 5}
 
 
-@pytest.mark.parametrize("method", [m for m in ADAPTIVE_METHODS if m != "fehlberg2"])
+@pytest.mark.parametrize("method", [m for m in EXPLICIT_ADAPTIVE_METHODS if m != "fehlberg2"])
 def test_embedded_solution_converges_at_its_order(method):
     tableau = SOLVERS[method].tableau
     order = fitted_order(STEPS, [fixed_step_error(tableau, h, "embedded") for h in STEPS])
@@ -71,7 +71,7 @@ def dense_local_error(tableau, h: float, theta: float, t0: float = 0.2) -> float
     return float(np.abs(value.numpy() - linear_exact(t0 + theta * h)).max())
 
 
-@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+@pytest.mark.parametrize("method", EXPLICIT_ADAPTIVE_METHODS)
 @pytest.mark.parametrize("theta", [0.37, 0.81])
 def test_dense_output_has_the_interpolant_order(method, theta):
     """Local error of dense output is O(h^(q+1)) for an interpolant of order q (dopri8: q=7)."""

@@ -17,11 +17,18 @@ from torch import nn
 
 from neuralode import odeint, odeint_adjoint, odeint_checkpoint, odeint_event
 
-from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS, FIXED_METHODS, METHODS, method_order
+from .conftest import (
+    ADAPTIVE_METHODS,
+    ALL_FIXED_METHODS,
+    EXPLICIT_ADAPTIVE_METHODS,
+    FIXED_METHODS,
+    METHODS,
+    method_order,
+)
 
 F64 = torch.float64
 DOORS = ("odeint", "odeint_adjoint", "odeint_checkpoint", "odeint_event")
-CHECKPOINTABLE = set(ADAPTIVE_METHODS) | set(FIXED_METHODS)
+CHECKPOINTABLE = set(EXPLICIT_ADAPTIVE_METHODS) | set(FIXED_METHODS)
 SETTINGS = settings(
     max_examples=40,
     phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure reports its first example, fast

@@ -9,7 +9,7 @@ import torch
 from neuralode import SOLVERS, odeint
 from neuralode.solvers import ButcherTableau
 
-from .conftest import ADAPTIVE_METHODS
+from .conftest import EXPLICIT_ADAPTIVE_METHODS
 
 
 def test_row_sum_mismatch_is_rejected():
@@ -29,7 +29,7 @@ def test_error_weights_must_sum_to_zero():
         )
 
 
-@pytest.mark.parametrize("method", ADAPTIVE_METHODS)
+@pytest.mark.parametrize("method", EXPLICIT_ADAPTIVE_METHODS)
 def test_registered_dense_output_reproduces_the_step_end(method):
     tableau = SOLVERS[method].tableau
     at_one = tableau.dense.weights.sum(axis=1)[: tableau.num_stages]

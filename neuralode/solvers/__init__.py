@@ -9,6 +9,7 @@ from .base import FlatProblem, Solver
 from .bosh3 import Bosh3
 from .dopri5 import Dopri5
 from .dopri8 import Dopri8
+from .esdirk_methods import ESDIRKSolver, Kvaerno3, Kvaerno5
 from .fehlberg2 import Fehlberg2
 from .fixed_grid import FixedGridSolver
 from .fixed_grid_methods import RK4, Euler, Heun2, Heun3, Midpoint
@@ -52,6 +53,8 @@ SOLVERS: dict[str, type[Solver]] = {
     "gl6": GaussLegendre6,
     "sdirk2": SDIRK2,
     "trbdf2": TRBDF2,
+    "kvaerno3": Kvaerno3,
+    "kvaerno5": Kvaerno5,
     "scipy_solver": ScipySolver,
 }
 DEFAULT_METHOD = "dopri5"
@@ -65,6 +68,7 @@ __all__ = [
     "AdaptiveRKSolver",
     "ButcherTableau",
     "DenseOutput",
+    "ESDIRKSolver",
     "FixedGridSolver",
     "FlatProblem",
     "ImplicitButcherTableau",

@@ -10,6 +10,7 @@ benchmark's MLP, and it is where the adjoint's backward solve starts).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -21,9 +22,18 @@ from .controllers import IntegralController, PIController
 from .event_search import bisect
 from .observer import StepObserver
 from .options import AdaptiveOptions, resolve_max_num_steps
-from .runge_kutta import DeviceTableau, dense_eval, dense_stages, rk_step, stage_buffer
+from .runge_kutta import DeviceTableau, StageBuffer, dense_eval, dense_stages, rk_step, stage_buffer
 
 _MAX_NONFINITE_RETRIES = 8  # each retry shrinks the step tenfold
+
+
+class StepFailed(Exception):
+    """Raised by a step function when it cannot take the step (an implicit method's Newton iteration
+    did not converge): the engine rejects the step and retries it ``shrink`` times as long."""
+
+    def __init__(self, shrink: float) -> None:
+        super().__init__(shrink)
+        self.shrink = shrink
 
 
 def _stop_times(values: Tensor | None, t0: float, t_end: float, direction: float) -> list[float]:
@@ -39,7 +49,8 @@ def _stop_times(values: Tensor | None, t0: float, t_end: float, direction: float
 
 
 class AdaptiveRKSolver(Solver):
-    """Engine for every embedded explicit Runge-Kutta tableau."""
+    """Engine for every embedded explicit Runge-Kutta tableau, and (through :meth:`stepper`) for the
+    adaptive implicit ESDIRK pairs, which bring their own step function."""
 
     options_class: ClassVar[type] = AdaptiveOptions
     supported_callbacks: ClassVar[tuple[str, ...]] = (
@@ -79,11 +90,22 @@ class AdaptiveRKSolver(Solver):
         return the event time, the state there (dense output) and the crossing component."""
         return self._run(problem, observer, self.controller(), event)
 
+    def stepper(
+        self, problem: FlatProblem, observer: StepObserver
+    ) -> tuple[DeviceTableau, StageBuffer | None, Callable[..., tuple[Tensor, Tensor]]]:
+        """What ``_run`` steps with, made once per solve: the device tableau (its ``b_err`` weights the
+        error estimate and its ``dense_rows`` the interpolant), a stage buffer or None, and the step
+        function ``step(func, dtab, t, dt, y, f0, buffer, perturb_end=...) -> (K, y1)``, (stages, N)
+        and the new state (``rk_step`` here). A step function may raise :class:`StepFailed`."""
+        y = problem.y0
+        dtab = DeviceTableau(self.tableau, y.dtype, y.device)
+        return dtab, stage_buffer(dtab, y), rk_step
+
     def _run(self, problem: FlatProblem, observer: StepObserver, controller, event):
         opts: AdaptiveOptions = self.options
         func, times = problem.func, problem.times
         y = problem.y0
-        dtab = DeviceTableau(self.tableau, y.dtype, y.device)
+        dtab, buffer, step = self.stepper(problem, observer)
         rtol, atol, norm = problem.rtol, problem.atol, problem.norm
         homogeneous = getattr(norm, "homogeneous", False)
         t, t_end = times[0], times[-1]
@@ -106,7 +128,6 @@ class AdaptiveRKSolver(Solver):
 
         f0 = func(t, y)
         h = controller.first_step(func, t, y, f0, direction, rtol, atol, norm)
-        buffer = stage_buffer(dtab, y)
         outputs: list[Tensor] = [y]
         next_out, n_out = 1, len(times)
         next_stop = 0
@@ -155,7 +176,20 @@ class AdaptiveRKSolver(Solver):
             attempts += 1
             observer.attempt(t, y, dt)
 
-            K, y1 = rk_step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
+            try:  # free unless raised (Python >= 3.11): the explicit steps pay nothing for it
+                K, y1 = step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
+            except StepFailed as failed:
+                observer.reject(t, y, dt)
+                last_rejection_nonfinite = False
+                if abs(dt) <= opts.min_step:
+                    raise StepSizeUnderflowError(
+                        f"the step from t={t!r} failed (Newton's method did not converge) even at "
+                        f"options['min_step']={opts.min_step!r}: lower min_step, or raise "
+                        "options['max_iters'].",
+                        t,
+                    ) from None
+                h = abs(dt) * failed.shrink  # too short to change t: the underflow check names t
+                continue
             if checks_error:
                 y1_abs = y1.detach().abs() if y1.requires_grad else y1.abs()
                 K_t = buffer.stages_t if buffer is not None else K.t()

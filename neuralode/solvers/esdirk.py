@@ -1,9 +1,11 @@
-"""One step of an ESDIRK pair (:mod:`esdirk_tableaux`) by simplified Newton with a dense Jacobian.
+"""ESDIRK steps (:mod:`esdirk_tableaux`) by simplified Newton with a dense Jacobian, for the adaptive engine.
 
-The building block of the adaptive implicit engine (not yet wired into ``odeint``): the Jacobian
-df/dy at the step's start comes from autograd once per step, (I - dt*gamma*J) is LU-factorised
-once and reused for every implicit stage (all share gamma). Newton failure is reported, not raised,
-so an engine can reject the step and shrink it.
+Every implicit stage of an ESDIRK pair has the same diagonal ``gamma``, so one LU factorisation of
+(I - dt*gamma*J) serves all stages of a step. :class:`NewtonStepper` is the engine's step function
+(:meth:`AdaptiveRKSolver.stepper`): it keeps the Jacobian J = df/dy (from autograd) and the LU across
+steps while Newton converges quickly, refactorises when dt changes by more than 20%, and takes a new
+Jacobian when Newton converged slowly or failed with an old one. A step whose Newton iteration fails
+with a fresh Jacobian raises :class:`StepFailed`: the engine rejects it and retries 4x shorter.
 """
 
 from __future__ import annotations
@@ -14,8 +16,181 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..stats import PassCounts
+from .adaptive import StepFailed
+from .dense import hermite_weights
 from .esdirk_tableaux import ESDIRKTableau
-from .implicit import jacobian
+from .implicit import jacobian, newton_tolerance
+
+NEWTON_TOL = 1e-2  # Newton stops when its estimated error is this fraction of the step's tolerance
+SLOW_CONTRACTION = 0.2  # Newton converging slower than this per iteration: a new Jacobian next step
+REFACTOR_CHANGE = 0.2  # the LU is reused while dt stays within 20% of the dt it was built for
+FAILED_SHRINK = 0.25  # a step whose Newton iteration fails is retried this much shorter
+
+
+class ESDIRKDeviceTableau:
+    """An ESDIRK pair's coefficients on the solve's device, with what the engine reads from a
+    :class:`~neuralode.solvers.runge_kutta.DeviceTableau`: ``b_err`` (the error estimate
+    dt * K^T b_err), ``fsal`` (the last stage's slope is f(t1, y1): stiffly accurate) and the
+    interpolant's ``dense_rows``: cubic Hermite through (y0, f0, y1, f1), third order, written over
+    the stages (so kvaerno5's intermediate outputs are third-order accurate, not fifth)."""
+
+    def __init__(self, tableau: ESDIRKTableau, dtype: torch.dtype, device: torch.device) -> None:
+        s = tableau.num_stages
+        if tableau.c[-1] != 1.0 or tuple(tableau.a[-1]) != tuple(tableau.b):
+            raise ValueError(f"ESDIRK tableau {tableau.name!r} must be stiffly accurate (b = last row of a)")
+        rows = [tableau.a[i][:i] for i in range(1, s)]
+        packed = torch.tensor([x for row in (*rows, tableau.b_error) for x in row], dtype=dtype).to(device)
+        views = list(packed.split([len(row) for row in (*rows, tableau.b_error)]))
+        self.tableau, self.dtype, self.device = tableau, dtype, device
+        self.c, self.gamma = tableau.c, tableau.gamma
+        self.num_stages = self.num_dense_stages = s
+        self.fsal = True
+        self.a = [None, *views[:-1]]  # row i: the explicit part a[i][:i]
+        self.b_err = views[-1]
+        self.b_err_secondary = None
+        self.dense_rows = hermite_weights(tableau.b, fsal=True).tolist()
+        self.dense_degree = 3
+        self.extra_c: tuple[float, ...] = ()
+        self.extra_a: list[Tensor] = []
+
+
+@dataclass
+class _Stages:
+    """The stage solve of one step: slopes and the last stage, y1 (None unless converged), Newton
+    iterations, the slowest contraction seen, and whether the iteration became non-finite."""
+
+    ks: list[Tensor] | None
+    y1: Tensor | None
+    iters: int
+    contraction: float
+    nonfinite: bool = False
+
+
+def _solve_stages(
+    func,
+    dtab: ESDIRKDeviceTableau,
+    t: float,
+    dt: float,
+    y: Tensor,
+    f0: Tensor,
+    lu: tuple[Tensor, Tensor],
+    scale: Tensor | float,
+    max_iters: int,
+    perturb_end: bool = False,
+) -> _Stages:
+    """Solve the implicit stages z_i = explicit_i + dt*gamma*f(t_i, z_i) in turn by simplified Newton
+    with the factorised (I - dt_lu*gamma*J); each stage's slope is (z_i - explicit_i) / (dt*gamma).
+
+    A stage has converged when the scaled update (RMS of dz / scale), or the error it predicts from
+    the contraction theta (theta / (1 - theta) * |dz|), is under NEWTON_TOL; theta >= 1 is divergence.
+    ``perturb_end``: the step ends on a discontinuity of func, so stages at c >= 1 are evaluated just
+    inside t + dt (kvaerno5's c = 1.23 stage too, clamped to the step's end).
+    """
+    n = y.numel()
+    root_n = math.sqrt(max(n, 1))
+    gdt = dt * dtab.gamma
+    inward = 1.0 if dt > 0 else -1.0
+    ks, iters, worst = [f0], 0, 0.0
+    for i in range(1, dtab.num_stages):
+        explicit = torch.addmv(y, torch.stack(ks, dim=1), dtab.a[i], alpha=dt)
+        z = explicit + gdt * ks[-1]  # predictor: the previous stage's slope
+        c = dtab.c[i]
+        ti, perturb = (t + dt, -inward) if perturb_end and c >= 1.0 else (t + c * dt, 0.0)
+        prev, converged = None, False
+        for _ in range(max_iters):
+            iters += 1
+            residual = z - explicit - gdt * func(ti, z, perturb)
+            dz = torch.linalg.lu_solve(*lu, residual.reshape(n, 1)).reshape(y.shape)
+            z = z - dz
+            with torch.no_grad():
+                size = float(torch.linalg.vector_norm(dz.detach() / scale)) / root_n
+            if not math.isfinite(size):
+                return _Stages(None, None, iters, worst, nonfinite=True)
+            if size <= NEWTON_TOL:
+                converged = True
+                break
+            if prev is not None:
+                theta = size / prev
+                worst = max(worst, theta)
+                if theta >= 1.0:
+                    break
+                if theta / (1.0 - theta) * size <= NEWTON_TOL:
+                    converged = True
+                    break
+            prev = size
+        if not converged:
+            return _Stages(None, None, iters, worst)
+        ks.append((z - explicit) / gdt)
+    return _Stages(ks, z, iters, worst)  # stiffly accurate: the last stage is y1
+
+
+def _factorize(jac: Tensor, dt: float, gamma: float) -> tuple[Tensor, Tensor]:
+    with torch.no_grad():
+        eye = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device)
+        return torch.linalg.lu_factor(eye - (dt * gamma) * jac)
+
+
+def newton_scale(y: Tensor, rtol: float | Tensor, atol: float | Tensor) -> Tensor:
+    """atol + rtol*|y| for Newton's stopping rule, rtol floored at 100 eps and atol = 0 replaced by
+    round-off of the state (as the fixed-grid implicit methods do)."""
+    y_abs = y.detach().abs()
+    eps = torch.finfo(y.dtype).eps
+    rtol = rtol.clamp(min=100 * eps) if isinstance(rtol, Tensor) else max(rtol, 100 * eps)
+    return y_abs * rtol + newton_tolerance(atol, y_abs)
+
+
+class NewtonStepper:
+    """One solve's ESDIRK step function for the adaptive engine, with its Jacobian and LU carried
+    from step to step; counts Newton iterations and factorisations into ``counts``."""
+
+    def __init__(
+        self, rtol: float | Tensor, atol: float | Tensor, max_iters: int, counts: PassCounts
+    ) -> None:
+        self.rtol, self.atol, self.max_iters, self.counts = rtol, atol, max_iters, counts
+        self.jac: Tensor | None = None
+        self.jac_y: Tensor | None = None  # the state the Jacobian was taken at (fresh while it is y)
+        self.lu: tuple[Tensor, Tensor] | None = None
+        self.lu_dt = 0.0
+        self.renew = True  # take a new Jacobian at the next step
+
+    def __call__(
+        self,
+        func,
+        dtab: ESDIRKDeviceTableau,
+        t: float,
+        dt: float,
+        y: Tensor,
+        f0: Tensor,
+        buffer: None,
+        perturb_end: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """(K, y1): the (stages, N) slopes and the new state; NaN where Newton became non-finite (the
+        engine's non-finite retry), :class:`StepFailed` where it did not converge with a fresh Jacobian."""
+        scale = newton_scale(y, self.rtol, self.atol)
+        if self.jac is None or (self.renew and self.jac_y is not y):
+            self._jacobian(func, t, y, dt)
+        while True:
+            if self.lu is None or abs(dt / self.lu_dt - 1.0) > REFACTOR_CHANGE:
+                self.lu, self.lu_dt = _factorize(self.jac, dt, dtab.gamma), dt
+                self.counts.n_factorizations += 1
+            result = _solve_stages(func, dtab, t, dt, y, f0, self.lu, scale, self.max_iters, perturb_end)
+            self.counts.n_newton_iters += result.iters
+            if result.ks is not None:
+                self.renew = result.contraction > SLOW_CONTRACTION
+                return torch.stack(result.ks), result.y1
+            if self.jac_y is not y:  # an old Jacobian: take one here and retry before shrinking
+                self._jacobian(func, t, y, dt)
+                continue
+            if result.nonfinite:
+                nan = torch.full((dtab.num_stages, y.numel()), math.nan, dtype=y.dtype, device=y.device)
+                return nan, nan[0]
+            raise StepFailed(FAILED_SHRINK)
+
+    def _jacobian(self, func, t: float, y: Tensor, dt: float) -> None:
+        inward = 1.0 if dt > 0 else -1.0  # just after a jump, the Jacobian of the side being entered
+        _, self.jac = jacobian(func, t, y, inward, differences=True)
+        self.jac_y, self.lu, self.renew = y, None, False
 
 
 @dataclass
@@ -40,85 +215,16 @@ def esdirk_step(
     max_iters: int = 10,
     f0: Tensor | None = None,
 ) -> ESDIRKStep:
-    """Step y from t to t + dt; Newton stops when the scaled update's RMS norm (``scale``: atol +
-    rtol*|y|) drops under 1e-2 of the tolerance; ``func(t, y, perturb)`` as in FlatProblem."""
+    """One step from t to t + dt with a Jacobian taken at (t, y), outside any engine (``scale``:
+    atol + rtol*|y| of Newton's stopping rule); ``func(t, y, perturb)`` as in FlatProblem."""
     f_start, jac = jacobian(func, t, y, 0.0)
     if f0 is None:  # jacobian() detaches its f; recompute it where gradients flow through the step
         f0 = func(t, y, 0.0) if torch.is_grad_enabled() else f_start
-    n = y.numel()
-    eye = torch.eye(n, dtype=y.dtype, device=y.device)
-    with torch.no_grad():
-        lu, pivots = torch.linalg.lu_factor(eye - (dt * tab.gamma) * jac)
-    ks = [f0]
-    iters, converged = 0, True
-    for i in range(1, tab.num_stages):
-        explicit = y + dt * sum(tab.a[i][j] * ks[j] for j in range(i) if tab.a[i][j] != 0.0)
-        z = explicit + dt * tab.gamma * ks[-1]  # predictor: the previous stage's slope
-        ti = t + tab.c[i] * dt
-        prev = math.inf
-        for _ in range(max_iters):
-            iters += 1
-            fz = func(ti, z, 0.0)
-            residual = z - explicit - (dt * tab.gamma) * fz
-            dz = -torch.linalg.lu_solve(lu, pivots, residual.reshape(n, 1)).reshape(y.shape)
-            z = z + dz
-            with torch.no_grad():
-                size = float(torch.linalg.vector_norm(dz / scale) / math.sqrt(max(n, 1)))
-            if not math.isfinite(size) or size > 2 * prev:
-                converged = False
-                break
-            prev = size
-            if size <= 1e-2:
-                break
-        else:
-            converged = False
-        if not converged:
-            break
-        ks.append((z - explicit) / (dt * tab.gamma))  # the stage's slope without another f call
-    if not converged:
+    dtab = ESDIRKDeviceTableau(tab, y.dtype, y.device)
+    result = _solve_stages(func, dtab, t, dt, y, f0, _factorize(jac, dt, tab.gamma), scale, max_iters)
+    if result.ks is None:
         nan = torch.full_like(y, math.nan)
-        return ESDIRKStep(nan, nan, nan, False, iters, 1)
-    y1 = z  # stiffly accurate: the last stage is the solution
+        return ESDIRKStep(nan, nan, nan, False, result.iters, 1)
+    ks = result.ks
     error = dt * sum(e * k for e, k in zip(tab.b_error, ks) if e != 0.0)
-    return ESDIRKStep(y1, error, ks[-1], True, iters, 1)
-
-
-def solve_to(
-    func,
-    tab: ESDIRKTableau,
-    t0: float,
-    t1: float,
-    y0: Tensor,
-    rtol: float,
-    atol: float,
-    dt0: float,
-    max_steps: int = 100_000,
-) -> tuple[Tensor, int, int]:
-    """Prototype adaptive loop (integral controller, Newton failure shrinks dt by 4): y(t1), accepted
-    and rejected steps. A stand-in until the shared adaptive engine takes implicit steps."""
-    t, y, dt = t0, y0, dt0
-    accepted = rejected = 0
-    k = tab.embedded_order + 1
-    while (t1 - t) * (1 if t1 > t0 else -1) > 0:
-        if accepted + rejected >= max_steps:
-            raise RuntimeError(f"solve_to: max_steps={max_steps} reached at t={t!r}")
-        dt = min(dt, t1 - t) if t1 > t0 else max(dt, t1 - t)
-        scale = atol + rtol * y.detach().abs()
-        r = esdirk_step(func, tab, t, y, dt, scale)
-        if not r.converged:
-            rejected += 1
-            dt /= 4
-            if abs(dt) < 1e-14 * max(abs(t), 1.0):
-                raise RuntimeError(f"solve_to: step size underflow at t={t!r}")
-            continue
-        scale = atol + rtol * torch.maximum(y.detach().abs(), r.y1.detach().abs())
-        ratio = float(torch.linalg.vector_norm(r.error / scale) / math.sqrt(y.numel()))
-        factor = min(5.0, max(0.2, 0.9 * ratio ** (-1.0 / k))) if ratio > 0 else 5.0
-        if ratio <= 1.0:
-            t, y = t + dt, r.y1
-            accepted += 1
-        else:
-            rejected += 1
-            factor = min(factor, 0.9)
-        dt *= factor
-    return y, accepted, rejected
+    return ESDIRKStep(result.y1, error, ks[-1], True, result.iters, 1)

@@ -5,7 +5,7 @@ Kvaerno, "Singly diagonally implicit Runge-Kutta methods with an explicit first 
 methods are stiffly accurate (b is the last row of a), L-stable, with an explicit first stage and the
 same diagonal ``gamma`` on every implicit stage, so one factorisation of (I - dt*gamma*J) serves all
 stages of a step. The embedded solution ``b_hat`` is the second-to-last row of ``a`` (order p - 1).
-Only the tableaux live here; the adaptive implicit engine that steps them is not yet written.
+Only the tableaux live here; :mod:`esdirk` steps them and :mod:`esdirk_methods` registers them.
 """
 
 from __future__ import annotations

@@ -115,13 +115,19 @@ def newton_tolerance(atol: float | Tensor, y_abs: Tensor) -> float | Tensor:
     return atol if atol > 0 else newton_atol(y_abs)
 
 
-def jacobian(func, t: float, y: Tensor, perturb: float) -> tuple[Tensor, Tensor]:
-    """f(t, y) and df/dy (N, N), all rows in one batched backward pass (a loop where vmap fails)."""
+def jacobian(func, t: float, y: Tensor, perturb: float, differences: bool = False) -> tuple[Tensor, Tensor]:
+    """f(t, y) and df/dy (N, N), all rows in one batched backward pass (a loop where vmap fails).
+
+    Where f has no autograd graph with respect to y (func detaches its input, as the adjoint's
+    augmented dynamics do), the Jacobian is zero, or with ``differences`` forward differences (N more
+    evaluations of func)."""
     n = y.numel()
     with torch.enable_grad():
         y_ = y.detach().requires_grad_(True)
         f = func(t, y_, perturb)
         if not f.requires_grad:
+            if differences:
+                return f.detach(), _difference_jacobian(func, t, y.detach(), f.detach(), perturb)
             return f.detach(), torch.zeros(n, n, dtype=y.dtype, device=y.device)
         eye = torch.eye(n, dtype=f.dtype, device=f.device)
         try:
@@ -136,6 +142,18 @@ def jacobian(func, t: float, y: Tensor, perturb: float) -> tuple[Tensor, Tensor]
     if jac is None:
         jac = torch.zeros(n, n, dtype=y.dtype, device=y.device)
     return f.detach(), jac.detach()
+
+
+@torch.no_grad()
+def _difference_jacobian(func, t: float, y: Tensor, f: Tensor, perturb: float) -> Tensor:
+    """df/dy (N, N) by forward differences, column j from y + h_j e_j with h_j = sqrt(eps) (1 + |y_j|)."""
+    steps = (1.0 + y.abs()) * math.sqrt(torch.finfo(y.dtype).eps)
+    columns = []
+    for j in range(y.numel()):
+        shifted = y.clone()
+        shifted[j] += steps[j]
+        columns.append((func(t, shifted, perturb) - f) / (shifted[j] - y[j]))
+    return torch.stack(columns, dim=1) if columns else torch.zeros(0, 0, dtype=y.dtype, device=y.device)
 
 
 @dataclass

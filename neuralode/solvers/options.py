@@ -219,6 +219,38 @@ def _int_in(value: Any, name: str, arg: str, low: int, high: int) -> None:
         raise ValueError(f"{arg}[{name!r}] must be an int in [{low}, {high}], got {value!r}")
 
 
+LINEAR_SOLVERS = ("auto", "dense")  # "krylov" (matrix-free, for large states) is not built yet
+
+
+@dataclass(frozen=True)
+class ESDIRKOptions(AdaptiveOptions):
+    """Options of the adaptive implicit ESDIRK methods (kvaerno3, kvaerno5): those of adaptive
+    methods, with the PI controller by default (smoother steps where stability limits them), plus
+
+    Attributes:
+        max_iters: Newton iterations per stage before the step is rejected and retried 4x shorter.
+        linear_solver: how Newton's linear systems are solved: "dense" (LU of the N x N matrix) or
+            "auto" (dense; the only one built so far).
+    """
+
+    controller: str = "pi"
+    max_iters: int = 10
+    linear_solver: str = "auto"
+
+    def validate(self, arg: str) -> None:
+        super().validate(arg)
+        _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
+        if self.linear_solver == "krylov":
+            raise ValueError(
+                f"{arg}['linear_solver']='krylov' is not built yet: use 'dense' or 'auto' (states up to "
+                "the dense limit), or an explicit method for larger states"
+            )
+        if self.linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(
+                f"{arg}['linear_solver'] must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}"
+            )
+
+
 @dataclass(frozen=True)
 class ImplicitOptions(FixedGridOptions):
     """Options of fixed-grid implicit Runge-Kutta methods: those of fixed-grid methods, plus
