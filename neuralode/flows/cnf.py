@@ -88,6 +88,11 @@ class CNF(nn.Module):
                 f"solver must be a neuralode.SolverConfig, got {type(solver).__name__} "
                 "(from a config mapping: SolverConfig.from_dict)"
             )
+        if solver.regularization is not None and solver.regularization.active:
+            raise ValueError(
+                "solver.regularization is not supported by CNF yet (only ODEBlock integrates the "
+                "penalties); give a solver without one"
+            )
         self.func, self.dim, self.t1 = func, check_positive_int(dim, "dim"), float(t1)
         self.trace, self.noise, self.solver = trace, noise, solver
         self.last_stats = SolveStats()

@@ -146,6 +146,11 @@ class LatentODE(LastSolveStats, nn.Module):
                 f"solver must be a neuralode.SolverConfig, got {type(solver).__name__} "
                 "(from a config mapping: SolverConfig.from_dict)"
             )
+        if solver.regularization is not None and solver.regularization.active:
+            raise ValueError(
+                "solver.regularization is not supported by LatentODE yet (only ODEBlock integrates the "
+                "penalties); give a solver without one"
+            )
         self.solver = solver
         self.latent_dim = latent_dim
         self.encoder = RecognitionRNN(latent_dim, obs_dim, encoder_hidden, encoder_cell)
