@@ -44,7 +44,7 @@ def validate_config(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, key) is not None:
             check.integer(key, 1)
     if cfg.model.name in ODE_MODELS:
-        check_solver_group(check)  # builds the SolverConfig; a failure names its key
+        check_solver_group(check, regularization="regularization")  # a failure names its key
     for key, low in (("profile.mnist.epochs", 1), ("profile.mnist.crop_padding", 0), ("batch_size", 1),
                      ("test_batch_size", 1)):  # fmt: skip
         check.integer(key, low)
@@ -71,7 +71,7 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     model, ode = cfg.model, cfg.model.name in ODE_MODELS
     return build_mnist_model(
         model.name, channels=model.get("channels", 64), hidden=model.get("hidden", 300),
-        num_blocks=model.get("num_blocks", 6), solver=solver_of(cfg) if ode else None,
+        num_blocks=model.get("num_blocks", 6), solver=solver_of(cfg, "regularization") if ode else None,
     )  # fmt: skip
 
 
@@ -88,6 +88,8 @@ def hparams(cfg: DictConfig, epochs: int) -> dict[str, Any]:
     if cfg.model.name in ODE_MODELS:
         flat.update({f"solver.{k}": v if isinstance(v, int | float | str) else str(v)
                      for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name"})  # fmt: skip
+        if solver_of(cfg, "regularization").regularization.active:  # unregularised runs keep their settings
+            flat.update({f"regularization.{k}": v for k, v in cfg.regularization.items() if k != "name"})
     return {k: (str(v) if v is None else v) for k, v in flat.items()}
 
 
@@ -110,10 +112,12 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)  # fmt: skip
     schedule = StepSchedule(opt.lr, tuple(cfg.schedule.milestones), cfg.schedule.gamma)
+    ode = cfg.model.name in ODE_MODELS
     metadata = {
         "experiment": "mnist", "model": cfg.model.name, "label": cfg.model.label,
         "parameters": count_parameters(model), "profile": cfg.profile.name,
-        "solver": OmegaConf.to_container(cfg.solver) if cfg.model.name in ODE_MODELS else None,
+        "solver": OmegaConf.to_container(cfg.solver) if ode else None,
+        "regularization": OmegaConf.to_container(cfg.regularization) if ode else None,
         "config": OmegaConf.to_container(cfg, resolve=True), "world_size": distributed.world_size(),
         **run_metadata(device, cfg.seed),
     }  # fmt: skip
