@@ -18,7 +18,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.solver_group import check_solver_group, solver_of
+from experiments.solver_group import check_solver_group, regularization_hparams, solver_of
 from experiments.validation import Checker, ConfigError, check_common
 from neuralode.data import ImageBatches, load_mnist
 from neuralode.models.mnist import MODEL_NAMES, ODE_MODELS, build_mnist_model, count_parameters
@@ -88,8 +88,7 @@ def hparams(cfg: DictConfig, epochs: int) -> dict[str, Any]:
     if cfg.model.name in ODE_MODELS:
         flat.update({f"solver.{k}": v if isinstance(v, int | float | str) else str(v)
                      for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name"})  # fmt: skip
-        if solver_of(cfg, "regularization").regularization.active:  # unregularised runs keep their settings
-            flat.update({f"regularization.{k}": v for k, v in cfg.regularization.items() if k != "name"})
+        flat.update(regularization_hparams(cfg, "regularization"))
     return {k: (str(v) if v is None else v) for k, v in flat.items()}
 
 
@@ -112,12 +111,10 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)  # fmt: skip
     schedule = StepSchedule(opt.lr, tuple(cfg.schedule.milestones), cfg.schedule.gamma)
-    ode = cfg.model.name in ODE_MODELS
     metadata = {
         "experiment": "mnist", "model": cfg.model.name, "label": cfg.model.label,
         "parameters": count_parameters(model), "profile": cfg.profile.name,
-        "solver": OmegaConf.to_container(cfg.solver) if ode else None,
-        "regularization": OmegaConf.to_container(cfg.regularization) if ode else None,
+        "solver": OmegaConf.to_container(cfg.solver) if cfg.model.name in ODE_MODELS else None,
         "config": OmegaConf.to_container(cfg, resolve=True), "world_size": distributed.world_size(),
         **run_metadata(device, cfg.seed),
     }  # fmt: skip

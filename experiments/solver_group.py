@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.validation import Checker, ConfigError
 from neuralode import SolverConfig
 from neuralode.gradients.by_name import ADJOINT_SETTINGS, GRADIENT_NAMES
+from neuralode.regularization import Regularization
 
 # SolverConfig's name of a failing setting (the error's ``argument``) -> its key in the solver group
 KEYS = {
@@ -73,3 +74,12 @@ def solver_hparams(cfg: DictConfig) -> dict[str, object]:
     return {
         f"solver.{k}": (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in group.items()
     }
+
+
+def regularization_hparams(cfg: DictConfig, key: str) -> dict[str, object]:
+    """The regularization group at ``key`` as flat run settings; none while every weight is 0, so that
+    an unregularised run keeps the settings (and resumes the checkpoints) it had before the group."""
+    group = OmegaConf.to_container(cfg[key], resolve=True)
+    if not Regularization.from_dict(group).active:
+        return {}
+    return {f"{key}.{k}": v for k, v in group.items() if k != "name"}

@@ -152,7 +152,8 @@ def test_rnode_regularization_adds_the_ode_blocks_penalty_to_the_loss(tmp_path, 
     run_dir = _run_dir(tmp_path, "odenet")
     assert "regularization=rnode" in run_dir.name
     result = _result(run_dir)
-    assert result["regularization"]["name"] == "rnode" and result["regularization"]["kinetic"] > 0
+    assert result["config"]["regularization"]["name"] == "rnode"
+    assert result["config"]["regularization"]["kinetic"] > 0
     final = result["final"]
     assert final["train_regularization"] > 0 and final["train_loss"] == final["train_loss"]
     assert final["train_nfe_forward"] > 0 and final["train_nfe_backward"] > 0
