@@ -148,8 +148,8 @@ class LatentODE(LastSolveStats, nn.Module):
             )
         if solver.regularization is not None and solver.regularization.active:
             raise ValueError(
-                "solver.regularization is not supported by LatentODE yet (only ODEBlock integrates the "
-                "penalties); give a solver without one"
+                "solver.regularization is not supported by LatentODE yet (ODEBlock and CNF integrate "
+                "the penalties); give a solver without one"
             )
         self.solver = solver
         self.latent_dim = latent_dim

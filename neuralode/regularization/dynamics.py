@@ -16,6 +16,35 @@ from .config import Regularization
 from .integrands import jacobian_frobenius, kinetic_energy, time_derivative
 
 
+def integrands(
+    terms: tuple[str, ...], t: Tensor, z: Tensor, f: Tensor, noise: Tensor | None, create_graph: bool
+) -> list[Tensor]:
+    """The per-sample integrand of each of ``terms`` at f = func(t, z) (z, and t for the time
+    derivative, inputs of f's graph; ``noise`` for the jacobian term), in the order of ``terms``."""
+    out = []
+    for term in terms:
+        if term == "kinetic":
+            out.append(kinetic_energy(f))
+        elif term == "jacobian":
+            out.append(jacobian_frobenius(f, z, noise, create_graph))
+        else:
+            out.append(time_derivative(t, z, f, create_graph))
+    return out
+
+
+def differentiable_inputs(
+    t: Tensor, z: Tensor, terms: tuple[str, ...], differentiable: bool
+) -> tuple[Tensor, Tensor]:
+    """(t, z) made inputs of a graph where ``terms`` differentiate f by them: a fresh leaf unless the
+    solve already differentiates through it. Call under ``torch.enable_grad()``."""
+    if "jacobian" in terms or "time_derivative" in terms:
+        if not (differentiable and z.requires_grad):
+            z = z.detach().requires_grad_(True)
+    if "time_derivative" in terms and not (differentiable and t.requires_grad):
+        t = t.detach().requires_grad_(True)
+    return t, z
+
+
 class RegularizedDynamics:
     """The augmented field for ``func`` (dz/dt = func(t, z), z a tensor with the batch in dim 0) and the
     terms of ``regularization``; ``noise`` (shaped like z) is needed when its jacobian term is on."""
@@ -28,24 +57,11 @@ class RegularizedDynamics:
         self.func, self.terms, self.noise = func, regularization.terms, noise
 
     def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        z = state[0]
         differentiable = torch.is_grad_enabled()  # False in the adjoint's forward solve and in evaluation
-        needs_z = "jacobian" in self.terms or "time_derivative" in self.terms
         with torch.enable_grad():
-            if needs_z and not (differentiable and z.requires_grad):  # a leaf to differentiate f by
-                z = z.detach().requires_grad_(True)
-            if "time_derivative" in self.terms and not (differentiable and t.requires_grad):
-                t = t.detach().requires_grad_(True)
+            t, z = differentiable_inputs(t, state[0], self.terms, differentiable)
             f = self.func(t, z)
-            integrands = []
-            for term in self.terms:
-                if term == "kinetic":
-                    integrands.append(kinetic_energy(f))
-                elif term == "jacobian":
-                    integrands.append(jacobian_frobenius(f, z, self.noise, differentiable))
-                else:
-                    integrands.append(time_derivative(t, z, f, differentiable))
-        out = (f, *integrands)
+            out = (f, *integrands(self.terms, t, z, f, self.noise, differentiable))
         if not differentiable:
             out = tuple(x.detach() for x in out)
         return out

@@ -95,21 +95,43 @@ def solve_regularized(
     noise = _noise(noise, y0, regularization, generator) if "jacobian" in terms else None
     found = gradient.params(func, params)  # checked and warned about for the user's func; () for Direct
     k = len(terms)
-    rtol, atol = _free(rtol, "rtol", k), _free(atol, "atol", k)
+    rtol, atol, plain["gradient"] = free_tolerances(rtol, atol, gradient, 1, k)
+    dynamics = RegularizedDynamics(func, regularization, noise)
+    out = solve(dynamics, (y0, *penalty_states(y0, k)), t, rtol=rtol, atol=atol, params=found, **plain).ys
+    return RegularizedSolution(
+        out[0], penalty_integrals(terms, out[1:], t), weights_of(regularization), stats
+    )
+
+
+def penalty_states(like: Tensor, k: int) -> list[Tensor]:
+    """The k penalty states at the start of a solve: zeros of shape (batch,)."""
+    return [torch.zeros(like.shape[0], dtype=like.dtype, device=like.device) for _ in range(k)]
+
+
+def penalty_integrals(terms: tuple[str, ...], paths: Sequence[Tensor], t: Tensor) -> dict[str, Tensor]:
+    """Per term, the integral over the solve's span from its state's path (>= 0 whichever way t runs)."""
+    sign = 1.0 if len(t) < 2 or bool(t[-1] > t[0]) else -1.0
+    return {name: sign * path[-1] for name, path in zip(terms, paths, strict=True)}
+
+
+def weights_of(regularization: Regularization) -> dict[str, float]:
+    """The weight of each term that is on."""
+    return {name: getattr(regularization, name) for name in regularization.terms}
+
+
+def free_tolerances(
+    rtol: Any, atol: Any, gradient: Gradient, members: int, k: int
+) -> tuple[list[Any], list[Any], Gradient]:
+    """Per-member tolerances for a state of ``members`` tensors followed by k penalty states, which are
+    left out of the error control (forward, and the adjoint's backward when it has its own numbers)."""
+    rtol, atol = _free(rtol, "rtol", members, k), _free(atol, "atol", members, k)
     if isinstance(gradient, Adjoint):
         gradient = dataclasses.replace(
             gradient,
-            rtol=None if gradient.rtol is None else _free(gradient.rtol, "adjoint_rtol", k),
-            atol=None if gradient.atol is None else _free(gradient.atol, "adjoint_atol", k),
+            rtol=None if gradient.rtol is None else _free(gradient.rtol, "adjoint_rtol", members, k),
+            atol=None if gradient.atol is None else _free(gradient.atol, "adjoint_atol", members, k),
         )
-        plain["gradient"] = gradient
-    zero = torch.zeros(y0.shape[0], dtype=y0.dtype, device=y0.device)
-    dynamics = RegularizedDynamics(func, regularization, noise)
-    out = solve(dynamics, (y0, *([zero] * k)), t, rtol=rtol, atol=atol, params=found, **plain).ys
-    sign = 1.0 if len(t) < 2 or bool(t[-1] > t[0]) else -1.0  # the integral over |dt|
-    integrals = {name: sign * r[-1] for name, r in zip(terms, out[1:], strict=True)}
-    weights = {name: getattr(regularization, name) for name in terms}
-    return RegularizedSolution(out[0], integrals, weights, stats)
+    return rtol, atol, gradient
 
 
 def _noise(
@@ -123,8 +145,8 @@ def _noise(
     return noise.detach().to(dtype=y0.dtype, device=y0.device)
 
 
-def _free(tol: Any, name: str, k: int) -> list[Any]:
-    """A number tolerance for z, then FREE for each of the k penalty states (checked as a number)."""
+def _free(tol: Any, name: str, members: int, k: int) -> list[Any]:
+    """A number tolerance for each of ``members``, then FREE for each of k penalty states."""
     try:
         check_tolerance(tol, name)
     except ValueError as error:
@@ -134,4 +156,4 @@ def _free(tol: Any, name: str, k: int) -> list[Any]:
                 f"supported with regularization): {error}"
             ) from None
         raise
-    return [tol, *([FREE] * k)]
+    return [*([tol] * members), *([FREE] * k)]
