@@ -3,7 +3,8 @@
 :class:`Regularization` holds the weights (kinetic energy and Jacobian Frobenius norm, Finlay et al. 2020;
 the total time derivative, Kelly et al. 2020); :func:`solve_regularized` solves once with the penalties
 as extra states and returns the trajectory and the penalties. ``SolverConfig(regularization=...)`` gives
-them to the models (``ODEBlock.last_regularization``).
+them to the models (``last_regularization`` of ODEBlock, CNF and LatentODE, which the experiments'
+losses add).
 """
 
 from .config import TERMS as TERMS
