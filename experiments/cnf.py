@@ -17,7 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.solver_group import check_solver_group, solver_hparams, solver_of
+from experiments.solver_group import check_solver_group, regularization_hparams, solver_hparams, solver_of
 from experiments.validation import Checker, ConfigError, check_common
 from neuralode.flows import evaluation, tasks
 from neuralode.training import (
@@ -54,7 +54,7 @@ def validate_config(cfg: DictConfig) -> None:
     check.choice("noise", ("gaussian", "rademacher"))
     check.choice("eval_trace", ("exact", "hutchinson"))
     if cfg.flow != "planar":
-        check_solver_group(check)
+        check_solver_group(check, regularization="regularization")
         check.number("t1", 0, open_low=True)
     check.choice(f"optimizer.{cfg.flow}.name", tasks.OPTIMIZERS)
     check.number(f"optimizer.{cfg.flow}.lr", 0, open_low=True)
@@ -81,8 +81,8 @@ def hparams(cfg: DictConfig, trace: str, iterations: int) -> dict[str, Any]:
         "schedule.milestones": str(list(cfg.schedule.milestones)), "schedule.gamma": cfg.schedule.gamma,
     }  # fmt: skip
     if cfg.flow != "planar":
-        flat.update({**solver_hparams(cfg), "t1": cfg.t1, "hyper_hidden": cfg.hyper_hidden,
-                     "mlp_layers": cfg.mlp_layers})  # fmt: skip
+        flat.update({**solver_hparams(cfg), **regularization_hparams(cfg, "regularization"), "t1": cfg.t1,
+                     "hyper_hidden": cfg.hyper_hidden, "mlp_layers": cfg.mlp_layers})  # fmt: skip
     return flat
 
 
@@ -93,7 +93,7 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     epochs, per_epoch = iteration_plan(cfg)
     seed_everything(cfg.seed)
-    solver = solver_of(cfg) if cfg.flow != "planar" else None
+    solver = solver_of(cfg, "regularization") if cfg.flow != "planar" else None
     flow = tasks.build_flow(cfg.flow, cfg.size, trace, solver, t1=cfg.t1, noise=cfg.noise,
                       hyper_hidden=cfg.hyper_hidden, mlp_layers=cfg.mlp_layers).to(device)  # fmt: skip
     metadata = {

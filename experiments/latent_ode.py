@@ -16,7 +16,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.solver_group import check_solver_group, solver_hparams
+from experiments.solver_group import check_solver_group, regularization_hparams, solver_hparams
 from experiments.validation import Checker, ConfigError, check_common
 from neuralode.models.bptt import STRATEGIES
 from neuralode.models.mnist import count_parameters
@@ -45,7 +45,8 @@ def hparams(cfg: DictConfig) -> dict[str, Any]:
     if cfg.net == "latent_ode":
         keys = ("latent_dim", "encoder_hidden", "encoder_cell", "dynamics_hidden", "decoder_hidden",
                 "decoder_activation", "event_rate")  # fmt: skip
-        flat.update({**{k: cfg.latent_ode[k] for k in keys}, **solver_hparams(cfg)})
+        flat.update({**{k: cfg.latent_ode[k] for k in keys}, **solver_hparams(cfg),
+                     **regularization_hparams(cfg, "regularization")})  # fmt: skip
         flat["likelihood_std"] = task.likelihood_std_of(cfg)
     else:
         flat.update({"rnn.hidden": cfg.rnn.hidden, "rnn.cell": cfg.rnn.cell,
@@ -80,7 +81,7 @@ def validate_config(cfg: DictConfig) -> None:
     check.fractions("schedule.milestones")
     check.boolean("latent_ode.event_rate")
     if cfg.net == "latent_ode":
-        check_solver_group(check)
+        check_solver_group(check, regularization="regularization")
     try:
         task.check_settings(cfg)
     except (TypeError, ValueError) as error:  # its messages start with the key: "num_observed must be ..."

@@ -18,7 +18,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.solver_group import check_solver_group, solver_of
+from experiments.solver_group import check_solver_group, regularization_hparams, solver_of
 from experiments.validation import Checker, ConfigError, check_common
 from neuralode.data import ImageBatches, load_mnist
 from neuralode.models.mnist import MODEL_NAMES, ODE_MODELS, build_mnist_model, count_parameters
@@ -44,7 +44,7 @@ def validate_config(cfg: DictConfig) -> None:
         if OmegaConf.select(cfg, key) is not None:
             check.integer(key, 1)
     if cfg.model.name in ODE_MODELS:
-        check_solver_group(check)  # builds the SolverConfig; a failure names its key
+        check_solver_group(check, regularization="regularization")  # a failure names its key
     for key, low in (("profile.mnist.epochs", 1), ("profile.mnist.crop_padding", 0), ("batch_size", 1),
                      ("test_batch_size", 1)):  # fmt: skip
         check.integer(key, low)
@@ -71,7 +71,7 @@ def build_model(cfg: DictConfig) -> torch.nn.Module:
     model, ode = cfg.model, cfg.model.name in ODE_MODELS
     return build_mnist_model(
         model.name, channels=model.get("channels", 64), hidden=model.get("hidden", 300),
-        num_blocks=model.get("num_blocks", 6), solver=solver_of(cfg) if ode else None,
+        num_blocks=model.get("num_blocks", 6), solver=solver_of(cfg, "regularization") if ode else None,
     )  # fmt: skip
 
 
@@ -88,6 +88,7 @@ def hparams(cfg: DictConfig, epochs: int) -> dict[str, Any]:
     if cfg.model.name in ODE_MODELS:
         flat.update({f"solver.{k}": v if isinstance(v, int | float | str) else str(v)
                      for k, v in OmegaConf.to_container(cfg.solver).items() if k != "name"})  # fmt: skip
+        flat.update(regularization_hparams(cfg, "regularization"))
     return {k: (str(v) if v is None else v) for k, v in flat.items()}
 
 

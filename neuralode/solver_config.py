@@ -19,6 +19,7 @@ from torch import Tensor
 from ._setup.tolerances import check_tolerance, solve_tolerances
 from ._setup.validation import backward_options, frozen_options, make_solver
 from .gradients import Adjoint, Checkpointed, Direct, Gradient, gradient_from_name
+from .regularization import Regularization, RegularizedSolution, solve_regularized
 from .solve import solve
 from .solvers import SOLVERS
 from .stats import SolveStats
@@ -28,16 +29,26 @@ from .stats import SolveStats
 class SolverConfig:
     """How to solve and differentiate: ``method``, ``rtol``/``atol``, method ``options`` and a
     ``gradient`` strategy (:class:`~neuralode.gradients.Direct`, ``Adjoint(...)`` or
-    ``Checkpointed(every=k)``). Equal configs compare equal; :meth:`solve` runs one."""
+    ``Checkpointed(every=k)``), and optionally a :class:`~neuralode.regularization.Regularization` whose
+    penalties a model integrates along its solve (:meth:`solve_regularized`; None: off). Equal configs
+    compare equal; :meth:`solve` runs one."""
 
     method: str = "dopri5"
     rtol: float = 1e-3
     atol: float = 1e-3
     options: Mapping[str, Any] | None = field(default=None)
     gradient: Gradient = field(default_factory=Adjoint)
+    regularization: Regularization | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", frozen_options(self.options, "options"))
+        if self.regularization is not None and not isinstance(self.regularization, Regularization):
+            error = TypeError(
+                "regularization must be a neuralode.regularization.Regularization or None, got "
+                f"{type(self.regularization).__name__}; from a config mapping use SolverConfig.from_dict"
+            )
+            error.argument = "regularization"
+            raise error
         if not isinstance(self.gradient, Direct | Adjoint | Checkpointed):
             raise TypeError(
                 "gradient must be neuralode.gradients.Direct(), Adjoint(...) or Checkpointed(every=k), "
@@ -48,7 +59,8 @@ class SolverConfig:
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> SolverConfig:
         """From a config's ``solver`` group: method, rtol, atol, options, gradient ("direct" | "adjoint"
-        | "checkpoint"), adjoint (the backward solve's rtol/atol/method/options) and checkpoint_every;
+        | "checkpoint"), adjoint (the backward solve's rtol/atol/method/options), checkpoint_every and
+        regularization (a mapping of kinetic, jacobian, time_derivative, noise; absent or null: off);
         other keys (a ``name`` label) are ignored."""
         gradient = settings.get("gradient", "adjoint")
         if isinstance(gradient, str):
@@ -58,12 +70,16 @@ class SolverConfig:
                 checkpoint_every=settings.get("checkpoint_every", 1),
             )
         options = _plain(settings.get("options"))
+        regularization = settings.get("regularization")
+        if regularization is not None and not isinstance(regularization, Regularization):
+            regularization = _check("regularization", Regularization.from_dict, regularization)
         return cls(
             method=settings.get("method", "dopri5"),
             rtol=settings.get("rtol", 1e-3),
             atol=settings.get("atol", 1e-3),
             options=options or None,
             gradient=gradient,
+            regularization=regularization,
         )
 
     def replace(self, **changes: Any) -> SolverConfig:
@@ -94,9 +110,39 @@ class SolverConfig:
             stats=stats,
         ).ys
 
+    def solve_regularized(
+        self,
+        func: Callable,
+        y0: Tensor,
+        t: Tensor,
+        *,
+        params: Sequence[Tensor] | None = None,
+        stats: SolveStats | None = None,
+        noise: Tensor | None = None,
+    ) -> RegularizedSolution:
+        """Like :meth:`solve` for a tensor y0 (batch in dim 0), with this config's regularization
+        integrated along the same solve; without one (or with every weight 0) it is the plain solve."""
+        return solve_regularized(
+            func,
+            y0,
+            t,
+            self.regularization,
+            rtol=self.rtol,
+            atol=self.atol,
+            method=self.method,
+            options=self.options,
+            gradient=self.gradient,
+            params=params,
+            stats=stats,
+            noise=noise,
+        )
+
     def describe(self) -> str:
         """A one-line summary for a model's repr and run logs."""
-        return f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, gradient={self.gradient.name}"
+        text = f"method={self.method!r}, rtol={self.rtol}, atol={self.atol}, gradient={self.gradient.name}"
+        if self.regularization is not None and self.regularization.active:
+            text += f", regularization=({self.regularization.describe()})"
+        return text
 
 
 def _plain(value: Any) -> dict[str, Any] | None:

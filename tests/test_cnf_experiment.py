@@ -76,3 +76,16 @@ def test_trace_cost_script_writes_both_methods_per_dimension(tmp_path):
     rows = json.loads((tmp_path / "smoke/trace_cost.json").read_text())["rows"]
     assert {(r["dim"], r["trace"]) for r in rows} == {(d, t) for d in (2, 8) for t in ("exact", "hutchinson")}
     assert all(r["forward_s"] > 0 and r["nfe_forward"] == 16 for r in rows)
+
+
+def test_mle_smoke_run_with_rnode_regularization_adds_its_penalty(tmp_path):
+    overrides = ["task=mle", "target=moons", "flow=mlp", "size=8", "trace=hutchinson", "regularization=rnode"]
+    done = _run(tmp_path, "-m", "experiments.cnf", "profile=smoke", "progress=false", "tensorboard=false",
+                *overrides)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "runs/cnf/smoke/mle/moons/mlp-8-hutchinson/regularization=rnode"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["config"]["regularization"]["name"] == "rnode"
+    final = result["final"]
+    assert final["train_regularization"] > 0 and 0 < final["test_nll"] < 10
+    assert final["train_nfe_forward"] > 0 and final["train_nfe_backward"] > 0

@@ -108,3 +108,11 @@ def test_a_sweep_goes_through_submitit_with_the_local_launcher(tmp_path):
     for net in ("rnn", "latent_ode"):
         assert (sweep / net / "n30/default/result.json").exists()
     assert any((sweep / ".submitit").iterdir())  # submitit's job folders: the jobs went through it
+
+
+def test_rnode_regularization_adds_the_latent_solves_penalty(tmp_path):
+    _run(tmp_path, "num_observed=30", "regularization=rnode", *SMALL)
+    run_dir = tmp_path / "runs/latent_ode/smoke/latent_ode/n30/regularization=rnode"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["config"]["regularization"]["name"] == "rnode"
+    assert result["final"]["train_regularization"] > 0 and result["final"]["train_nfe_forward"] > 0

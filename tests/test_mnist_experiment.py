@@ -143,3 +143,26 @@ def test_fp16_precision_is_refused_before_training(tmp_path, data_dir):
     assert not (cwd / "runs/mnist/smoke/odenet").exists() or not any(
         (cwd / "runs/mnist/smoke/odenet").rglob("*.pt")
     )
+
+
+def test_rnode_regularization_adds_the_ode_blocks_penalty_to_the_loss(tmp_path, data_dir):
+    """``regularization=rnode``: the kinetic and Jacobian penalties are integrated along the ODE block's
+    solve, added to the loss and reported; the run gets its own folder and settings."""
+    _run(tmp_path, data_dir, "model=odenet", "regularization=rnode", "epochs=1")
+    run_dir = _run_dir(tmp_path, "odenet")
+    assert "regularization=rnode" in run_dir.name
+    result = _result(run_dir)
+    assert result["config"]["regularization"]["name"] == "rnode"
+    assert result["config"]["regularization"]["kinetic"] > 0
+    final = result["final"]
+    assert final["train_regularization"] > 0 and final["train_loss"] == final["train_loss"]
+    assert final["train_nfe_forward"] > 0 and final["train_nfe_backward"] > 0
+
+
+def test_a_negative_regularization_weight_is_refused_before_training(tmp_path, data_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = _command(data_dir, "model=odenet", "regularization=rnode", "regularization.kinetic=-1")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "regularization=" in done.stderr and "kinetic must be a finite number >= 0" in done.stderr
+    assert not (tmp_path / "runs").exists()

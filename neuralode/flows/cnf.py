@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..regularization.dynamics import differentiable_inputs, integrands
+from ..regularization.solve import free_tolerances, penalty_integrals, penalty_states, weights_of
+from ..solve import solve
 from ..solver_config import SolverConfig
 from ..stats import SolveStats
 from .base import check_points, check_positive_int, standard_normal_logprob
@@ -23,28 +26,34 @@ DEFAULT_SOLVER = SolverConfig(rtol=1e-5, atol=1e-5)  # dopri5, adjoint gradients
 
 
 class CNFDynamics:
-    """d/dt [z, log p] = [f(t, z), -tr(df/dz)] for one solve (it holds that solve's Hutchinson noise)."""
+    """d/dt [z, log p, r_1..r_k] = [f(t, z), -tr(df/dz), penalty integrands] for one solve (it holds that
+    solve's Hutchinson noise, shared by the trace and the jacobian penalty; ``terms``: the penalties)."""
 
-    def __init__(self, func: nn.Module, trace: str, noise: Tensor | None = None) -> None:
-        self.func, self.trace, self.noise = func, trace, noise
+    def __init__(
+        self, func: nn.Module, trace: str, noise: Tensor | None = None, terms: tuple[str, ...] = ()
+    ) -> None:
+        self.func, self.trace, self.noise, self.terms = func, trace, noise, terms
 
-    def __call__(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         z = state[0]
-        if self.trace == "closed_form":
+        if self.trace == "closed_form" and not self.terms:
             f, trace = self.func.forward_with_trace(t, z)
             return f, -trace
         differentiable = torch.is_grad_enabled()  # False in the adjoint's forward solve and in evaluation
         with torch.enable_grad():
-            if not (differentiable and z.requires_grad):  # a leaf to differentiate f with respect to
-                z = z.detach().requires_grad_(True)
-            f = self.func(t, z)
+            if self.trace != "closed_form" and not (differentiable and z.requires_grad):
+                z = z.detach().requires_grad_(True)  # a leaf to differentiate f with respect to
+            t, z = differentiable_inputs(t, z, self.terms, differentiable)
+            if self.trace == "closed_form":
+                f, trace = self.func.forward_with_trace(t, z)
+            else:
+                f = self.func(t, z)
             if self.trace == "exact":
                 trace = exact_trace(f, z, create_graph=differentiable)
-            else:
+            elif self.trace == "hutchinson":
                 trace = hutchinson_trace(f, z, self.noise, create_graph=differentiable)
-        if not differentiable:
-            f, trace = f.detach(), trace.detach()
-        return f, -trace
+            out = (f, -trace, *integrands(self.terms, t, z, f, self.noise, differentiable))
+        return out if differentiable else tuple(x.detach() for x in out)
 
 
 class CNF(nn.Module):
@@ -58,7 +67,10 @@ class CNF(nn.Module):
         solver: how to solve and differentiate (method, tolerances, options, gradient strategy); the
             default is dopri5 at rtol = atol = 1e-5 with the adjoint.
 
-    ``last_stats`` holds the last solve's :class:`SolveStats` (what the training loop logs as NFE).
+    ``last_stats`` holds the last solve's :class:`SolveStats` (what the training loop logs as NFE). With
+    a regularization in ``solver``, its penalties are integrated along every solve as extra states (the
+    jacobian term shares the Hutchinson noise of the trace, or draws its own): ``last_regularization``
+    is the last solve's weighted penalty (differentiable, 0 without one), ``last_penalties`` its terms.
     """
 
     def __init__(
@@ -91,6 +103,8 @@ class CNF(nn.Module):
         self.func, self.dim, self.t1 = func, check_positive_int(dim, "dim"), float(t1)
         self.trace, self.noise, self.solver = trace, noise, solver
         self.last_stats = SolveStats()
+        self.last_regularization: Tensor = torch.zeros(())
+        self.last_penalties: dict[str, Tensor] = {}
 
     def with_solver(self, solver: SolverConfig) -> CNF:
         """This flow (the same ``func``, so the same parameters) solved by another ``solver``."""
@@ -106,12 +120,27 @@ class CNF(nn.Module):
 
     def solve(self, z: Tensor, logp: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
         """[z, log p] at each of ``times`` (shape (T,)), starting from (z, logp) at times[0]."""
-        noise = sample_noise(z, self.noise) if self.trace == "hutchinson" else None
-        dynamics = CNFDynamics(self.func, self.trace, noise)
+        reg = self.solver.regularization
+        terms = () if reg is None else reg.terms
+        noise = sample_noise(z, self.noise) if self.trace == "hutchinson" or "jacobian" in terms else None
+        dynamics = CNFDynamics(self.func, self.trace, noise, terms)
         stats = SolveStats()
         params = tuple(p for p in self.func.parameters() if p.requires_grad)  # what an adjoint needs
-        zs, logps = self.solver.solve(dynamics, (z, logp), times, params=params, stats=stats)
-        self.last_stats = stats
+        if not terms:
+            zs, logps = self.solver.solve(dynamics, (z, logp), times, params=params, stats=stats)
+            self.last_stats, self.last_penalties = stats, {}
+            self.last_regularization = torch.zeros((), dtype=z.dtype, device=z.device)
+            return zs, logps
+        config = self.solver
+        rtol, atol, gradient = free_tolerances(config.rtol, config.atol, config.gradient, 2, len(terms))
+        zs, logps, *paths = solve(
+            dynamics, (z, logp, *penalty_states(z, len(terms))), times, rtol=rtol, atol=atol,
+            method=config.method, options=config.options, gradient=gradient, params=params, stats=stats,
+        ).ys  # fmt: skip
+        penalties = {name: value.mean() for name, value in penalty_integrals(terms, paths, times).items()}
+        weights = weights_of(reg)
+        self.last_stats, self.last_penalties = stats, penalties
+        self.last_regularization = sum(weights[name] * value for name, value in penalties.items())
         return zs, logps
 
     def _times(self, reverse: bool, like: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..solver_config import SolverConfig
+from ..training.monitor import ode_regularization
 from .cnf import CNF
 from .densities import energy, sample_dataset
 from .fields import ConcatMLPField, HyperPlanarField
@@ -86,11 +87,20 @@ def batch_source(
 
 
 def task_loss(task: str, target: str) -> Callable[[nn.Module, Tensor], tuple[Tensor, dict[str, float]]]:
-    """``loss_fn(flow, batch)`` for the training loop: KL(q || p) up to log Z (density) or the NLL (mle)."""
+    """``loss_fn(flow, batch)`` for the training loop: KL(q || p) up to log Z (density) or the NLL (mle),
+    plus the flow's weighted penalties when its solver has a regularization (reported as
+    ``regularization``)."""
     if task == "density":
         u = energy(target)
-        return lambda flow, z: (reverse_kl_loss(flow, z, u), {})
-    return lambda flow, x: (negative_log_likelihood(flow, x), {})
+        return lambda flow, z: _with_penalty(flow, reverse_kl_loss(flow, z, u))
+    return lambda flow, x: _with_penalty(flow, negative_log_likelihood(flow, x))
+
+
+def _with_penalty(flow: nn.Module, loss: Tensor) -> tuple[Tensor, dict[str, float]]:
+    penalty = ode_regularization(flow)
+    if penalty is None:
+        return loss, {}
+    return loss + penalty, {"regularization": penalty.item()}
 
 
 def build_optimizer(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-NOISE_KINDS = ("gaussian", "rademacher")
+from ..noise import NOISE_KINDS as NOISE_KINDS
+from ..noise import sample_noise as sample_noise
 
 
 def exact_trace(f: Tensor, z: Tensor, create_graph: bool = True) -> Tensor:
@@ -26,13 +27,3 @@ def hutchinson_trace(f: Tensor, z: Tensor, noise: Tensor, create_graph: bool = T
     """e^T (df/dz) e per row: an unbiased estimate of the trace when the noise e has E[e e^T] = I."""
     (vjp,) = torch.autograd.grad(f, z, noise, create_graph=create_graph, retain_graph=True)
     return (vjp * noise).sum(dim=1)
-
-
-def sample_noise(like: Tensor, kind: str, generator: torch.Generator | None = None) -> Tensor:
-    """Noise shaped like ``like``: standard Gaussian, or Rademacher (+-1 with equal probability)."""
-    if kind == "gaussian":
-        return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
-    if kind == "rademacher":
-        bits = torch.randint(0, 2, like.shape, device=like.device, generator=generator)
-        return (2 * bits - 1).to(like.dtype)
-    raise ValueError(f"noise must be one of {NOISE_KINDS}, got {kind!r}")

@@ -123,7 +123,10 @@ class LatentODE(LastSolveStats, nn.Module):
     Observations are given as values ``x`` (b, n, obs_dim) and their positions ``index`` (b, n) on a time
     grid ``times`` (T,) shared by the batch, with ``times[0] = t0``; one solve serves the whole batch,
     by ``solver`` (method, tolerances, gradient strategy; the paper's by default). ``last_stats`` holds
-    the last solve's :class:`SolveStats` (for NFE logging).
+    the last solve's :class:`SolveStats` (for NFE logging). With a regularization in ``solver``, its
+    penalties are integrated along the latent solve (of the whole state, the intensity's integral
+    included when ``event_rate``): ``last_regularization`` is the last solve's weighted penalty
+    (differentiable, 0 without one) and ``last_penalties`` its terms; the training loss adds it.
     """
 
     def __init__(
@@ -156,6 +159,8 @@ class LatentODE(LastSolveStats, nn.Module):
             self.dynamics if self.log_rate is None else RateAugmentedDynamics(self.dynamics, self.log_rate)
         )
         self.last_stats = SolveStats()
+        self.last_regularization: Tensor = torch.zeros(())
+        self.last_penalties: dict[str, Tensor] = {}
 
     def posterior(
         self, x: Tensor, index: Tensor, times: Tensor, mask: Tensor | None = None
@@ -167,9 +172,10 @@ class LatentODE(LastSolveStats, nn.Module):
         """``(T, b, latent_dim [+1])``: the latent state (and the intensity's integral) at every time."""
         state = z0 if self.log_rate is None else torch.cat([z0, z0.new_zeros(z0.shape[0], 1)], dim=-1)
         stats = SolveStats()
-        out = self.solver.solve(self.ode_func, state, times, stats=stats)
-        self.last_stats = stats
-        return out
+        solution = self.solver.solve_regularized(self.ode_func, state, times, stats=stats)
+        self.last_stats, self.last_penalties = stats, solution.penalties
+        self.last_regularization = solution.total
+        return solution.ys
 
     def elbo(
         self,

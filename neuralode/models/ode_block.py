@@ -26,7 +26,9 @@ class ODEBlock(LastSolveStats, nn.Module):
     the parameters), which is how a tolerance sweep measures a trained model without changing it.
 
     After each forward pass, ``last_stats`` holds that call's :class:`SolveStats` (its backward counts
-    fill in when backward runs); ``nfe_forward``/``nfe_backward`` read it.
+    fill in when backward runs); ``nfe_forward``/``nfe_backward`` read it. With a regularization in the
+    solver config, ``last_regularization`` is that pass's weighted penalty (a differentiable 0-dim
+    tensor a training loss adds; exactly 0 without one) and ``last_penalties`` its unweighted terms.
     """
 
     def __init__(
@@ -45,6 +47,8 @@ class ODEBlock(LastSolveStats, nn.Module):
         self.solver = solver
         self.register_buffer("t", torch.tensor([t0, t1]), persistent=False)
         self.last_stats = SolveStats()
+        self.last_regularization: Tensor = torch.zeros(())
+        self.last_penalties: dict[str, Tensor] = {}
 
     def with_solver(self, solver: SolverConfig) -> ODEBlock:
         """A block solving with ``solver`` that shares this one's ``func`` (parameters) and times."""
@@ -57,7 +61,15 @@ class ODEBlock(LastSolveStats, nn.Module):
         stats = SolveStats()
         # times in the state's dtype, never below float32 (an autocast bfloat16 input keeps fp32 times)
         t = self.t.to(x.dtype) if x.dtype in (torch.float32, torch.float64) else self.t
-        out = self.solver.solve(self.func, x, t, stats=stats)
+        regularization = self.solver.regularization
+        if regularization is None or not regularization.active:
+            out = self.solver.solve(self.func, x, t, stats=stats)
+            self.last_regularization = torch.zeros((), dtype=out.dtype, device=out.device)
+            self.last_penalties = {}
+        else:
+            solution = self.solver.solve_regularized(self.func, x, t, stats=stats)
+            out = solution.ys
+            self.last_regularization, self.last_penalties = solution.total, solution.penalties
         self.last_stats = stats
         return out[-1]
 

@@ -35,13 +35,14 @@ def series_from_settings(settings: Mapping[str, Any], device: torch.device) -> t
 
 
 def model_from_settings(settings: Mapping[str, Any]) -> nn.Module:
-    """The latent ODE (its sizes under ``latent_ode``, its solver the ``solver`` group) or the RNN
-    baseline (``rnn``), as ``net`` says."""
+    """The latent ODE (its sizes under ``latent_ode``, its solver the ``solver`` group with the
+    ``regularization`` group, if any) or the RNN baseline (``rnn``), as ``net`` says."""
     if settings["net"] == "latent_ode":
         m = settings["latent_ode"]
+        solver = {**settings["solver"], "regularization": settings.get("regularization")}
         return LatentODE(
             m["latent_dim"], 2, m["encoder_hidden"], m["dynamics_hidden"], m["decoder_hidden"],
-            solver=SolverConfig.from_dict(settings["solver"]), event_rate=m["event_rate"],
+            solver=SolverConfig.from_dict(solver), event_rate=m["event_rate"],
             encoder_cell=m["encoder_cell"], decoder_activation=m["decoder_activation"],
         )  # fmt: skip
     if settings["net"] == "rnn":

@@ -94,7 +94,10 @@ def make_loss(
             reach = int(index.max()) + 1 if train.events is None else window
             events = None if train.events is None else train.events[rows]
             terms = model.elbo(x, index, times[:reach], likelihood_std, events, encoder_mask=mask)
-            return -terms.elbo, terms.scalars()
+            if not model.last_penalties:
+                return -terms.elbo, terms.scalars()
+            penalty = model.last_regularization  # the solver's regularization: its weighted penalties
+            return -terms.elbo + penalty, {**terms.scalars(), "regularization": penalty.item()}
         predictions = model.teacher_forced(x, times[index], bptt, mask=mask)
         mse = torch.mean((predictions - x[:, 1:]) ** 2)
         return mse, {"mse": mse.item()}

@@ -7,16 +7,20 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from .monitor import ode_nfe
+from .monitor import ode_nfe, ode_regularization
 
 
 def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Mapping[str, float]]:
-    """Cross-entropy of ``model(x)`` against ``y``, and the batch's error rate."""
+    """Cross-entropy of ``model(x)`` against ``y``, plus the ODE blocks' weighted penalties when their
+    solver has a regularization (then also reported as ``regularization``), and the batch's error rate."""
     x, y = batch
     logits = model(x)
     loss = nn.functional.cross_entropy(logits, y)
     error = (logits.argmax(dim=1) != y).float().mean().item()
-    return loss, {"error": error}
+    penalty = ode_regularization(model)
+    if penalty is None:
+        return loss, {"error": error}
+    return loss + penalty, {"error": error, "regularization": penalty.item()}
 
 
 @torch.no_grad()

@@ -20,6 +20,17 @@ def ode_nfe(model: nn.Module) -> tuple[int, int]:
     return forward, backward
 
 
+def ode_regularization(model: nn.Module) -> torch.Tensor | None:
+    """The weighted penalties of the last forward pass, summed over the model's regularised ODE blocks
+    (``last_regularization``, differentiable); None when no block integrated any."""
+    total = None
+    for module in model.modules():
+        if getattr(module, "last_penalties", None):
+            penalty = module.last_regularization
+            total = penalty if total is None else total + penalty
+    return total
+
+
 def current_rss_mb() -> float:
     """Resident set size of this process now, in MiB (Linux); 0 where unknown."""
     try:
