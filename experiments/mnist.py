@@ -107,10 +107,8 @@ def run(cfg: DictConfig, run_dir: str) -> dict[str, Any]:
     test = ImageBatches(*load_mnist(cfg.data_dir, train=False), cfg.test_batch_size,
                         max_batches=profile.max_test_batches, device=device)  # fmt: skip
     model = build_model(cfg).to(device)
-    opt = cfg.optimizer
-    optimizer = torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum,
-                                weight_decay=opt.weight_decay)  # fmt: skip
-    schedule = StepSchedule(opt.lr, tuple(cfg.schedule.milestones), cfg.schedule.gamma)
+    optimizer = torch.optim.SGD(model.parameters(), **OmegaConf.to_container(cfg.optimizer))
+    schedule = StepSchedule(cfg.optimizer.lr, tuple(cfg.schedule.milestones), cfg.schedule.gamma)
     metadata = {
         "experiment": "mnist", "model": cfg.model.name, "label": cfg.model.label,
         "parameters": count_parameters(model), "profile": cfg.profile.name,
