@@ -41,7 +41,7 @@ def test_metadata_requires_only_torch_and_numpy(dists):
     assert meta["License-Expression"] == "MIT"
     unconditional = [r for r in meta.get_all("Requires-Dist") if "extra ==" not in r]
     assert sorted(r.split(">")[0] for r in unconditional) == ["numpy", "torch"]
-    assert set(meta.get_all("Provides-Extra")) >= {"experiments", "bench", "test"}
+    assert set(meta.get_all("Provides-Extra")) >= {"experiments", "bench", "docs", "test"}
     assert any(c.startswith("Intended Audience :: Science/Research") for c in meta.get_all("Classifier"))
 
 
