@@ -60,7 +60,8 @@ class SolverConfig:
     def from_dict(cls, settings: Mapping[str, Any]) -> SolverConfig:
         """From a config's ``solver`` group: method, rtol, atol, options, gradient ("direct" | "adjoint"
         | "checkpoint"), adjoint (the backward solve's rtol/atol/method/options), checkpoint_every and
-        regularization (a mapping of kinetic, jacobian, time_derivative, noise; absent or null: off);
+        regularization (a mapping of kinetic, jacobian, time_derivative, noise; absent, null or all
+        weights 0: off);
         other keys (a ``name`` label) are ignored."""
         gradient = settings.get("gradient", "adjoint")
         if isinstance(gradient, str):
@@ -73,6 +74,8 @@ class SolverConfig:
         regularization = settings.get("regularization")
         if regularization is not None and not isinstance(regularization, Regularization):
             regularization = _check("regularization", Regularization.from_dict, regularization)
+        if regularization is not None and not regularization.active:
+            regularization = None  # every weight 0 (the "none" group): the plain solve, equal to no group
         return cls(
             method=settings.get("method", "dopri5"),
             rtol=settings.get("rtol", 1e-3),
