@@ -100,18 +100,7 @@ class SolverConfig:
     ) -> Tensor | tuple[Tensor, ...]:
         """y at every time in ``t``, differentiable by this config's gradient strategy. ``params``: the
         tensors an adjoint or checkpointed gradient is taken for (default ``func.parameters()``)."""
-        return solve(
-            func,
-            y0,
-            t,
-            rtol=self.rtol,
-            atol=self.atol,
-            method=self.method,
-            options=self.options,
-            gradient=self.gradient,
-            params=params,
-            stats=stats,
-        ).ys
+        return solve(func, y0, t, params=params, stats=stats, **self._settings()).ys
 
     def solve_regularized(
         self,
@@ -126,19 +115,13 @@ class SolverConfig:
         """Like :meth:`solve` for a tensor y0 (batch in dim 0), with this config's regularization
         integrated along the same solve; without one (or with every weight 0) it is the plain solve."""
         return solve_regularized(
-            func,
-            y0,
-            t,
-            self.regularization,
-            rtol=self.rtol,
-            atol=self.atol,
-            method=self.method,
-            options=self.options,
-            gradient=self.gradient,
-            params=params,
-            stats=stats,
-            noise=noise,
+            func, y0, t, self.regularization, params=params, stats=stats, noise=noise, **self._settings()
         )
+
+    def _settings(self) -> dict[str, Any]:
+        """The keyword arguments every solve of this config takes (one place for both front doors)."""
+        return {"rtol": self.rtol, "atol": self.atol, "method": self.method, "options": self.options,
+                "gradient": self.gradient}  # fmt: skip
 
     def describe(self) -> str:
         """A one-line summary for a model's repr and run logs."""
