@@ -399,11 +399,15 @@ def test_adjoint_gradients_of_the_other_samples_when_one_fails():
 
 
 def test_unsupported_gradients_are_named():
+    """Fixed-grid explicit methods have the adjoint and the checkpoint (test_per_sample_fixed_grid.py);
+    Adams and implicit methods have no per-sample mode with any gradient."""
     y0, t = torch.ones(2, 1, dtype=DT), torch.tensor([0.0, 1.0], dtype=DT)
-    with pytest.raises(ValueError, match="odeint_checkpoint with the adaptive methods only"):
-        nd.odeint_checkpoint(lambda t, y: -y, y0, t, method="rk4", per_sample=True, adjoint_params=())
-    with pytest.raises(ValueError, match="odeint_adjoint with the adaptive methods only, not method='rk4'"):
-        nd.odeint_adjoint(lambda t, y: -y, y0, t, method="rk4", per_sample=True, adjoint_params=())
+    for method in ("explicit_adams", "radauIIA3"):
+        match = f"method='{method}' does not support per_sample=True"
+        with pytest.raises(ValueError, match=match):
+            nd.odeint_checkpoint(lambda t, y: -y, y0, t, method=method, per_sample=True, adjoint_params=())
+        with pytest.raises(ValueError, match=match):
+            nd.odeint_adjoint(lambda t, y: -y, y0, t, method=method, per_sample=True, adjoint_params=())
 
 
 def test_answer_in_a_large_batch_equals_its_solo_solve_to_rounding():

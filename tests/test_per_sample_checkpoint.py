@@ -131,9 +131,8 @@ def test_failures_follow_on_failure():
     assert grad[:, 0].tolist() == pytest.approx(exact, rel=1e-6)
 
 
-def test_a_fixed_grid_method_is_refused_before_work():
-    with pytest.raises(
-        ValueError, match=r"odeint_checkpoint with the adaptive methods only, not method='rk4'"
-    ):
+def test_an_adams_method_is_refused_before_work():
+    """(The explicit fixed-grid methods are checkpointed per sample: test_per_sample_fixed_grid.py.)"""
+    with pytest.raises(ValueError, match=r"method='explicit_adams' does not support per_sample=True"):
         odeint_checkpoint(lambda t, y: -y, torch.ones(2, 1, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
-                          method="rk4", per_sample=True, adjoint_params=())  # fmt: skip
+                          method="explicit_adams", per_sample=True, adjoint_params=())  # fmt: skip

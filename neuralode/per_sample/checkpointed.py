@@ -5,9 +5,10 @@ The forward pass is the per-sample solve without a graph, recording every lockst
 accepted ((B,) start and end times and which samples accepted it) and the whole batch's state at every
 ``every``-th of them. The backward pass re-runs those pieces from last to first with autograd, taking
 exactly the recorded steps (each sample its own accepted ones, the others staying put: no error
-control, no step re-selection) and emitting the outputs on the same dense output, and backpropagates
-through each. Rows are independent, so a replayed row rounds as it did in the forward pass. Memory:
-the stored states, three (B,) numbers per recorded step, and the graph of one piece.
+control, no step re-selection; a fixed-grid method re-takes its grid's steps) and emitting the outputs
+on the same dense output, and backpropagates through each. Rows are independent, so a replayed row
+rounds as it did in the forward pass. Memory: the stored states, three (B,) numbers per recorded step
+(a fixed grid: its (B, M + 1) times), and the graph of one piece.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 from ..solvers.runge_kutta import DeviceTableau
 from ..stats import PassCounts
 from .engine import SampleRKSolver, _Coefficients, _Stages
+from .fixed_grid import GridRecord, SampleGridSolver
 from .problem import SampleFunc, SampleLayout, SampleProblem
 
 
@@ -33,6 +35,17 @@ class StepRecord:
         if len(self.steps) % self.every == 0:
             self.states.append((y.detach().clone(), next_out.clone()))
         self.steps.append((t.clone(), t1.clone(), accepted.clone()))
+
+    def replay(
+        self, engine: SampleRKSolver, func: SampleFunc, y: Tensor, next_out: Tensor, piece: int, times: Tensor
+    ) -> tuple[Tensor, list[Tensor], list[Tensor], list[Tensor]]:
+        """Take piece ``piece``'s recorded steps from state y (see :func:`replay`)."""
+        steps = self.steps[piece * self.every : (piece + 1) * self.every]
+        return replay(engine, func, y, next_out, steps, times)
+
+    def replayed_steps(self) -> Tensor | None:
+        """(B,) the steps each sample accepted (every one is replayed once), None if there were none."""
+        return torch.stack([s[2] for s in self.steps]).sum(0) if self.steps else None
 
 
 def replay(
@@ -71,7 +84,8 @@ class PerSampleCheckpoint(torch.autograd.Function):
     def forward(ctx, info: dict, y0: Tensor, *params: Tensor) -> Tensor:
         engine: SampleRKSolver = info["engine"]
         problem: SampleProblem = info["problem"]
-        record = StepRecord(info["every"])
+        grid = isinstance(engine, SampleGridSolver)
+        record = GridRecord(info["every"]) if grid else StepRecord(info["every"])
         with torch.no_grad():
             ys, status, t_reached, counts = engine.integrate(
                 SampleProblem(
@@ -95,13 +109,11 @@ class PerSampleCheckpoint(torch.autograd.Function):
         func = SampleFunc(info["user_func"], layout, counts, info["with_rows"], checked=True)
         totals: list[Tensor | None] = [None] * len(params)
         a = None  # dL/d(state at the end of the piece after this one)
-        every = record.every
         for piece in range(len(record.states) - 1, -1, -1):
             y_start, next_out = record.states[piece]
-            steps = record.steps[piece * every : (piece + 1) * every]
             with torch.enable_grad():
                 y_in = y_start.detach().requires_grad_(True)
-                y_end, rows, cols, vals = replay(info["engine"], func, y_in, next_out, steps, times)
+                y_end, rows, cols, vals = record.replay(info["engine"], func, y_in, next_out, piece, times)
                 outs, cotangents = [], []
                 if a is not None:
                     outs.append(y_end)
@@ -115,8 +127,9 @@ class PerSampleCheckpoint(torch.autograd.Function):
                 if g is not None:
                     totals[i] = g if totals[i] is None else totals[i] + g
         a = grad_ys[:, 0] if a is None else a + grad_ys[:, 0]
-        if record.steps:  # every recorded step a sample accepted is replayed once
-            counts.n_steps = torch.stack([s[2] for s in record.steps]).sum(0)
-            counts.n_accepted = counts.n_steps.clone()
+        replayed = record.replayed_steps()
+        if replayed is not None:  # every step a sample took is replayed once
+            counts.n_steps = replayed
+            counts.n_accepted = replayed.clone()
         info["stats"].backward = counts
         return (None, a, *totals)

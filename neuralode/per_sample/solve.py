@@ -53,12 +53,6 @@ def solve_per_sample(
     engine = _engine(solver, method, config)
     if event_fn is not None:
         _check_event_args(event_fn, engine, gradient, method)
-    if isinstance(gradient, Adjoint | Checkpointed) and not isinstance(engine, SampleRKSolver):
-        raise ValueError(
-            f"per_sample=True supports {gradient.caller} with the adaptive methods only, not "
-            f"method={method!r}: use odeint(..., per_sample=True) (backpropagation through the "
-            "per-sample steps)"
-        )
     batch, dtype, device = layout.batch, layout.dtype, layout.device
     times = sample_times(t, batch, device)
     if event_fn is not None:
@@ -185,8 +179,12 @@ def _adjoint_info(
     backward_method = gradient.method or method
     solver = make_solver(backward_method, backward_options(gradient.options, options), arg="adjoint_method")
     backward = _engine(solver, backward_method, PerSample())
-    if not isinstance(backward, SampleRKSolver):
-        raise ValueError(f"per_sample=True: adjoint_method={backward_method!r} must be an adaptive method")
+    if type(backward) is not type(engine):
+        kind = "an adaptive" if isinstance(engine, SampleRKSolver) else "a fixed-grid"
+        raise ValueError(
+            f"per_sample=True: adjoint_method={backward_method!r} must be {kind} method, as "
+            f"method={method!r} is"
+        )
     batch, dtype, device = layout.batch, layout.dtype, layout.device
     b_rtol = sample_tolerance(
         rtol if gradient.rtol is None else gradient.rtol, "adjoint_rtol", batch, dtype, device
