@@ -213,7 +213,8 @@ BAD = [
     ({"event_fn": lambda t, y: y[:1, 0]}, ValueError, r"must return shape \(B,\) or \(B, K\) with B = 2"),
     ({"event_fn": lambda t, y: y[:, 0] > 0}, TypeError, r"must return a real floating-point tensor"),
     ({"event_fn": lambda t, y: y[:, 0] * math.nan}, ValueError, r"NaN or infinite values"),
-    ({"method": "rk4", "options": {"step_size": 0.1}}, ValueError, r"needs an adaptive method"),
+    ({"method": "rk4"}, ValueError, r"fixed-grid method 'rk4' needs options=\{'step_size': h\}"),
+    ({"method": "explicit_adams"}, ValueError, r"method='explicit_adams' does not support per_sample=True"),
 ]
 
 

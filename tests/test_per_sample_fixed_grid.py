@@ -209,3 +209,117 @@ def test_a_backward_method_of_the_other_kind_is_refused():
     with pytest.raises(ValueError, match="adjoint_method='rk4' must be an adaptive method"):
         nd.odeint_adjoint(lambda t, y: -y, y0, t, method="dopri5", adjoint_method="rk4", per_sample=True,
                           adjoint_params=())  # fmt: skip
+
+
+# ----- events on a fixed grid -----
+
+G = 9.81
+HEIGHTS = [1.0, 2.0, 0.5, 3.0, 0.05]
+
+
+class Balls(torch.nn.Module):
+    """y = (height, velocity) per sample, falling with gravity g (a parameter)."""
+
+    def __init__(self, g: float = G) -> None:
+        super().__init__()
+        self.g = torch.nn.Parameter(torch.tensor(g, dtype=F64))
+
+    def forward(self, t, y):
+        return torch.stack([y[:, 1], -self.g * torch.ones_like(y[:, 1])], dim=1)
+
+
+def ground(t, y):
+    return y[:, 0]
+
+
+def dropped(heights) -> torch.Tensor:
+    return torch.tensor([[h, 0.0] for h in heights], dtype=F64)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "backward"])
+@pytest.mark.parametrize("interface", [odeint, nd.odeint_adjoint], ids=["odeint", "adjoint"])
+def test_falling_balls_on_a_fixed_grid_hit_the_ground_at_sqrt_2h_over_g(interface, reverse):
+    """rk4 is exact on a parabola and so is the cubic Hermite interpolant the event is located on:
+    event_t = sqrt(2 h / g) (backwards: its negative), dtau/dh = 1 / sqrt(2 g h), dtau/dg = -tau / 2g,
+    and the impact speed sqrt(2 g h)."""
+    func = Balls()
+    y0 = dropped(HEIGHTS).requires_grad_(True)
+    extra = {"adjoint_params": (func.g,)} if interface is nd.odeint_adjoint else {}
+    stats = SolveStats()
+    event_t, ys = nd.odeint_event(func, y0, 0.0, event_fn=ground, reverse_time=reverse, per_sample=True,
+                                  odeint_interface=interface, method="rk4", stats=stats,
+                                  options={"step_size": 0.05, "interp": "cubic"}, **extra)  # fmt: skip
+    sign = -1.0 if reverse else 1.0
+    exact = [sign * (2 * h / G) ** 0.5 for h in HEIGHTS]
+    assert event_t.shape == (5,) and ys.shape == (2, 5, 2)
+    assert event_t.tolist() == pytest.approx(exact, abs=1e-12)
+    assert ys[1, :, 1].tolist() == pytest.approx([-sign * (2 * G * h) ** 0.5 for h in HEIGHTS], abs=1e-11)
+    assert stats.status == ("success",) * 5
+    assert stats.forward.n_steps.tolist() == [int(abs(e) // 0.05) + 1 for e in exact]  # each its own steps
+    d_y0, d_g = torch.autograd.grad(event_t.sum(), (y0, func.g))
+    assert d_y0[:, 0].tolist() == pytest.approx([sign / (2 * G * h) ** 0.5 for h in HEIGHTS], rel=1e-9)
+    assert float(d_g) == pytest.approx(sum(-e / (2 * G) for e in exact), rel=1e-9)
+
+
+@pytest.mark.parametrize("interp", ["linear", "cubic"])
+@pytest.mark.parametrize("method", FIXED_METHODS)
+def test_each_sample_matches_the_joint_fixed_grid_event(method, interp):
+    """The joint engine's grid t0 + k h, its crossing test and its interpolant, per sample: the same
+    event time and state; the per-sample start times differ."""
+    t0 = torch.tensor([0.0, 0.3, -1.0, 2.0, 0.1], dtype=F64)
+    options = {"step_size": 0.1, "interp": interp}
+    event_t, ys = nd.odeint_event(Balls(), dropped(HEIGHTS), t0, event_fn=ground, per_sample=True,
+                                  method=method, options=options)  # fmt: skip
+    for b, h in enumerate(HEIGHTS):
+        joint_t, joint_ys = nd.odeint_event(
+            lambda t, y: torch.stack([y[1], -G * torch.ones_like(y[1])]), dropped([h])[0], t0[b],
+            event_fn=lambda t, y: y[0], method=method, options=options,
+        )  # fmt: skip
+        # to rounding: the stages and the cubic weights are summed in another order than the joint's
+        assert event_t[b].item() == pytest.approx(joint_t.item(), abs=1e-14)
+        torch.testing.assert_close(ys[:, b], joint_ys, rtol=1e-14, atol=1e-15)
+    if interp == "linear" and method == "rk4":  # linear interpolation: off by at most g h^2 / (8 v)
+        for e, s, h in zip(event_t.tolist(), t0.tolist(), HEIGHTS, strict=True):
+            assert abs(e - s - (2 * h / G) ** 0.5) <= G * 0.1**2 / (8 * (2 * G * h) ** 0.5) * 1.01
+
+
+def test_fixed_grid_event_gradcheck():
+    """y' = -k y^2 + 0.1 sin t per sample, event y = level: y0, k and level by finite differences
+    (rk4, cubic Hermite, a small step: the implicit-function gradient is the continuous one)."""
+
+    def run(y0, k, level):
+        def f(t, y):
+            return -k[:, None] * y * y + torch.sin(t)[:, None] * 0.1
+
+        options = {"step_size": 0.01, "interp": "cubic"}
+        event_t, ys = nd.odeint_event(f, y0, 0.0, event_fn=lambda t, y: y[:, 0] - level, per_sample=True,
+                                      method="rk4", options=options)  # fmt: skip
+        return event_t, ys[1]
+
+    y0 = torch.tensor([[1.0], [2.0], [1.5]], dtype=F64, requires_grad=True)
+    k = torch.tensor([1.0, 0.5, 2.0], dtype=F64, requires_grad=True)
+    level = torch.tensor(0.6, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(run, (y0, k, level), atol=1e-6)
+
+
+def test_fixed_grid_event_alone_and_failures():
+    """A sample's event is the one it has alone, bit for bit; one that never crosses fails by
+    on_failure, with max_num_steps steps taken."""
+    levels = torch.tensor([0.5, -1.0, 0.25], dtype=F64)
+    y0 = torch.ones(3, 1, dtype=F64)
+    opts = {"method": "heun3", "options": {"step_size": 0.05, "max_num_steps": 200}}
+    with pytest.raises(nd.PerSampleSolveError, match=r"^1 of 3 samples failed: sample 1 "):
+        nd.odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[:, 0] - levels, per_sample=True,
+                        **opts)  # fmt: skip
+    stats = SolveStats()
+    event_t, ys = nd.odeint_event(lambda t, y: -y, y0, 0.0, event_fn=lambda t, y: y[:, 0] - levels,
+                                  per_sample=nd.PerSample(on_failure="nan"), stats=stats, **opts)  # fmt: skip
+    assert stats.status == ("success", "max_num_steps", "success")
+    assert int(stats.forward.n_steps[1]) == 200 and torch.isnan(event_t[1])
+    for b in (0, 2):
+        level = levels[b]
+        alone_t, alone_ys = nd.odeint_event(lambda t, y: -y, y0[b : b + 1], 0.0, per_sample=True,
+                                            event_fn=lambda t, y, c=level: y[:, 0] - c, **opts)  # fmt: skip
+        assert event_t[b].item() == alone_t[0].item()
+        assert torch.equal(ys[:, b], alone_ys[:, 0])
+        assert event_t[b].item() == pytest.approx(-torch.log(levels[b]).item(), abs=1e-3)

@@ -19,7 +19,8 @@ from ..solvers.fixed_grid import uniform_grid
 from ..solvers.options import FixedGridOptions, resolve_max_num_steps
 from ..solvers.tableau import ButcherTableau
 from .engine import _combine
-from .outcome import NON_FINITE, SUCCESS
+from .events import SampleEvent
+from .outcome import MAX_STEPS, NON_FINITE, RUNNING, SUCCESS
 from .problem import SampleFunc, SampleProblem
 
 
@@ -67,7 +68,7 @@ class SampleGridSolver:
     """Steps a fixed-grid explicit tableau on every sample's own grid."""
 
     def __init__(self, tableau: ButcherTableau, options: FixedGridOptions) -> None:
-        for name, default in (("grid_constructor", None), ("perturb", False), ("interp", "linear")):
+        for name, default in (("grid_constructor", None), ("perturb", False)):
             if getattr(options, name) != default:
                 raise ValueError(
                     f"per_sample=True does not support options[{name!r}] with fixed-grid methods"
@@ -101,13 +102,17 @@ class SampleGridSolver:
         record: GridRecord | None = None,
         carry=None,
         jump=None,
+        event: SampleEvent | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         """Solve; returns (ys (B, T, N), status (B,), t reached (B,), per-sample counts).
 
         ``quadrature``, ``jump``: as for :meth:`SampleRKSolver.integrate` (the adjoint's backward solve;
         with ``jump`` the grid is cut at every output time). ``record``: a :class:`GridRecord` that
         keeps the grid and the state at the start of every piece. ``carry`` is not used (a fixed grid
-        has no step size to carry)."""
+        has no step size to carry). ``event``: as for :meth:`SampleRKSolver.integrate`, on each
+        sample's unbounded grid of ``step_size`` (see :meth:`until_event`)."""
+        if event is not None:
+            return self.until_event(problem, event)
         func, y = problem.func, problem.y0
         times = problem.times
         batch, n_out = times.shape
@@ -135,7 +140,6 @@ class SampleGridSolver:
     ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Take grid steps ``steps`` (columns k -> k + 1) from y, emitting into ``outs``; returns the
         end state and the next output index."""
-        tab = self.tableau
         n_out = times.shape[1]
         direction = torch.sign(times[:, -1] - times[:, 0]) if n_out > 1 else torch.ones_like(times[:, 0])
         for k in steps:
@@ -143,17 +147,11 @@ class SampleGridSolver:
                 record.states.append((y.detach().clone(), next_out.clone()))
             t, t1 = grid[:, k], grid[:, k + 1]
             dt = t1 - t
-            dt_col = dt.to(y.dtype)[:, None]
-            stages = [func(t, y)]
-            inputs, stage_times = [y], [t]
-            for i in range(1, tab.num_stages):
-                stage_times.append(t + tab.c[i] * dt)
-                inputs.append(_combine(y, dt_col, stages, tab.a[i]))
-                stages.append(func(stage_times[-1], inputs[-1]))
-            y1 = _combine(y, dt_col, stages, tab.b)
+            y1, stages, inputs, stage_times = self.step(func, t, dt, y)
             moving = dt != 0
             if quadrature is not None:
                 quadrature.add(dt, stage_times, inputs, moving)
+            f1 = None
             while True:
                 col = next_out.clamp(max=n_out - 1)
                 tau = times.gather(1, col[:, None]).squeeze(1)
@@ -161,9 +159,9 @@ class SampleGridSolver:
                 if not bool(emit.any()):
                     break
                 theta = torch.where(moving, (tau - t) / torch.where(moving, dt, 1.0), 1.0)
-                values = torch.where(
-                    (theta == 1.0)[:, None], y1, torch.lerp(y, y1, theta.to(y.dtype)[:, None])
-                )
+                if f1 is None and self.options.interp == "cubic" and not bool((theta[emit] == 1.0).all()):
+                    f1 = func(t1, y1)
+                values = self.interpolate(y, y1, stages[0], f1, dt, theta)
                 rows = emit.nonzero().flatten()
                 outs.rows.append(rows)
                 outs.cols.append(col[rows])
@@ -176,3 +174,91 @@ class SampleGridSolver:
                     break
             y = y1
         return y, next_out
+
+    def step(self, func, t: Tensor, dt: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list, list]:
+        """One step of the tableau for every row (dt (B,) float64, 0 for a row that stays); returns y1,
+        the stages, and the stage inputs and times."""
+        tab = self.tableau
+        dt_col = dt.to(y.dtype)[:, None]
+        stages = [func(t, y)]
+        inputs, stage_times = [y], [t]
+        for i in range(1, tab.num_stages):
+            stage_times.append(t + tab.c[i] * dt)
+            inputs.append(_combine(y, dt_col, stages, tab.a[i]))
+            stages.append(func(stage_times[-1], inputs[-1]))
+        return _combine(y, dt_col, stages, tab.b), stages, inputs, stage_times
+
+    def interpolate(
+        self, y: Tensor, y1: Tensor, f0: Tensor, f1: Tensor | None, dt: Tensor, theta: Tensor
+    ) -> Tensor:
+        """y at fraction theta (B,) of each row's step: y1 itself at theta = 1, else linear, or cubic
+        Hermite from f at both ends (``f1`` given) as in the joint engine."""
+        if self.options.interp == "cubic" and f1 is not None:
+            t2, t3 = theta * theta, theta**3
+            w = torch.stack([-2 * t3 + 3 * t2, dt * (t3 - 2 * t2 + theta), dt * (t3 - t2)], dim=1).to(y.dtype)
+            inside = y + (y1 - y) * w[:, :1] + f0 * w[:, 1:2] + f1 * w[:, 2:]
+        else:
+            inside = torch.lerp(y, y1, theta.to(y.dtype)[:, None])
+        return torch.where((theta == 1.0)[:, None], y1, inside)
+
+    def until_event(self, problem: SampleProblem, event: SampleEvent) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """Step every sample on its own grid t0 + direction * step_size * k (the joint event grid) until
+        its event crosses zero at a grid point, then locate the crossing inside that step on the
+        interpolant (bisection without a graph); ys is (B, 2, N) = [y0, y(event time)]."""
+        func, y = problem.func, problem.y0
+        batch, n = y.shape
+        device, dtype = y.device, y.dtype
+        direction = problem.direction
+        t0 = problem.times[:, 0]
+        h = float(self.options.step_size)
+        max_steps = resolve_max_num_steps(self.options.max_num_steps, event=True)
+        limit = torch.finfo(dtype).max  # times stay representable in the state's dtype
+        event.start(t0, y)
+        event.tau = torch.full((batch,), math.nan, dtype=torch.float64, device=device)
+        event.k = torch.zeros(batch, dtype=torch.long, device=device)
+        status = torch.full((batch,), RUNNING, dtype=torch.long, device=device)
+        n_steps = torch.zeros(batch, dtype=torch.long, device=device)
+        rows_all = torch.arange(batch, device=device)
+        outs = _Outputs([rows_all], [torch.zeros_like(rows_all)], [y])
+        t, i = t0.clone(), 0
+        run = status == RUNNING
+        while bool(run.any()):
+            i += 1
+            t1 = t0 + direction * h * i
+            out_of_steps = run & ((n_steps >= max_steps) | ~(t1.abs() < limit))
+            if bool(out_of_steps.any()):
+                status = torch.where(out_of_steps, MAX_STEPS, status)
+                run = status == RUNNING
+                if not bool(run.any()):
+                    break
+            t1 = torch.where(run, t1, t)
+            dt = t1 - t
+            y1, stages, _, _ = self.step(func, t, dt, y)
+            n_steps += run
+            finite = torch.isfinite(y1).all(dim=1)
+            if not bool(finite[run].all()):
+                status = torch.where(run & ~finite, NON_FINITE, status)
+                run = status == RUNNING
+            found = event.crossed(t1, y1, run)
+            if bool(found.any()):
+                f1 = func(t1, y1) if self.options.interp == "cubic" else None
+
+                def interp(tau: Tensor, t=t, dt=dt, y=y, y1=y1, f0=stages[0], f1=f1) -> Tensor:
+                    theta = torch.where(dt != 0, (tau - t) / torch.where(dt != 0, dt, 1.0), 1.0)
+                    return self.interpolate(y, y1, f0, f1, dt, theta)
+
+                tau, k = event.locate(interp, t, t1, found)
+                event.tau = torch.where(found, tau, event.tau)
+                event.k = torch.where(found, k, event.k)
+                rows = found.nonzero().flatten()
+                outs.rows.append(rows)
+                outs.cols.append(torch.ones_like(rows))
+                outs.vals.append(interp(tau)[rows])
+                status = torch.where(found, SUCCESS, status)
+                run = status == RUNNING
+            y = torch.where(run[:, None], y1, y)
+            t = torch.where(run, t1, t)
+        ys = torch.full((batch, 2, n), math.nan, dtype=dtype, device=device)
+        ys = ys.index_put((torch.cat(outs.rows), torch.cat(outs.cols)), torch.cat(outs.vals))
+        counts = {"n_steps": n_steps, "n_accepted": n_steps.clone(), "n_rejected": torch.zeros_like(n_steps)}
+        return ys, status, torch.where(torch.isnan(event.tau), t, event.tau), counts

@@ -100,15 +100,16 @@ def solve_per_sample(
 
 
 def _check_event_args(event_fn: Any, engine: Any, gradient: Any, method: str) -> None:
-    """event_fn with per_sample=True: a callable, an adaptive method, odeint or odeint_adjoint."""
+    """event_fn with per_sample=True: a callable, an adaptive method or a fixed grid of step_size,
+    odeint or odeint_adjoint."""
     if not callable(event_fn):
         raise TypeError(
             f"event_fn must be callable as event_fn(t, y) -> tensor, got {type(event_fn).__name__}"
         )
-    if not isinstance(engine, SampleRKSolver):
+    if isinstance(engine, SampleGridSolver) and engine.options.step_size is None:
         raise ValueError(
-            f"per_sample=True with event_fn needs an adaptive method (its dense output locates each "
-            f"sample's event), not method={method!r}: use e.g. dopri5 or tsit5"
+            f"per_sample=True with event_fn and the fixed-grid method {method!r} needs "
+            "options={'step_size': h}: t (the default grid) cannot know where each sample's event is"
         )
     if isinstance(gradient, Checkpointed):
         raise ValueError("odeint_checkpoint does not support event_fn: use odeint or odeint_adjoint")
