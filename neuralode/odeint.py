@@ -56,9 +56,10 @@ def odeint(
             receives t as a (B,) tensor (one time per sample) and y as (B, ...); ``t`` may be (T,) or
             (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
             rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
-            says how each sample ended. Explicit Runge-Kutta methods only. With ``event_fn`` (adaptive
-            methods) every sample stops at its own event: event_fn gets t as (B,) and returns (B,) or
-            (B, K) values, ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
+            says how each sample ended. Explicit Runge-Kutta methods only (adaptive, or fixed-grid on
+            each sample's own grid). With ``event_fn`` (a fixed-grid method needs ``step_size``) every
+            sample stops at its own event: event_fn gets t as (B,) and returns (B,) or (B, K) values,
+            ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.
@@ -104,8 +105,10 @@ def odeint_adjoint(
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         stats: a :class:`SolveStats`; ``forward`` is set now, ``backward`` when backward runs.
-        per_sample: as in :func:`odeint` (adaptive methods): each sample's backward solve takes its own
-            steps, batched; dL/dparams is summed over samples and left out of the error control.
+        per_sample: as in :func:`odeint`: each sample's backward solve takes its own steps, batched
+            (adaptive methods: error-controlled per sample, dL/dparams left out of the error control;
+            fixed-grid methods: over its own forward grid reversed); dL/dparams is summed over samples.
+            ``adjoint_method`` must be of the same kind (adaptive or fixed-grid) as ``method``.
 
     Other arguments, the return value and the errors are those of :func:`odeint`. Gradients with
     respect to y0, every parameter (zero if unused) and every entry of t are returned.
@@ -154,9 +157,10 @@ def odeint_checkpoint(
         adjoint_params: tensors to differentiate with respect to; default ``func.parameters()``.
             Required (use ``()`` if there are none) when func is not an ``nn.Module``.
         event_fn: not supported (raises ValueError); use :func:`odeint` or :func:`odeint_adjoint`.
-        per_sample: as in :func:`odeint` (adaptive methods): the per-sample steps are recorded, the batch's
-            state is stored every ``checkpoint_every`` lockstep steps, and backward replays each piece
-            (the gradients of ``odeint(..., per_sample=True)``, to rounding).
+        per_sample: as in :func:`odeint` (adaptive and fixed-grid methods): the per-sample steps are
+            recorded (a fixed grid: the grid), the batch's state is stored every ``checkpoint_every``
+            lockstep steps, and backward replays each piece (the gradients of
+            ``odeint(..., per_sample=True)``, to rounding).
         stats: a :class:`SolveStats`; ``forward`` is set now (``n_checkpoints``: states stored),
             ``backward`` (the replay's evaluations) when backward runs.
 

@@ -232,7 +232,7 @@ def test_fixed_grid_per_sample_grids(method):
     t = torch.tensor([[0.0, 0.3, 0.9, 1.0], [2.0, 1.5, 1.0, 0.0]], dtype=DT)
     y0 = torch.tensor([[1.0], [0.5]], dtype=DT)
     f = lambda t, y: -y * torch.cos(t)[:, None]  # noqa: E731
-    for options in (None, {"step_size": 0.07}):
+    for options in (None, {"step_size": 0.07}, {"step_size": 0.07, "interp": "cubic"}):
         ys = odeint(f, y0, t, method=method, options=options, per_sample=True)
         for b in range(2):
             solo = odeint(lambda t, y: -y * torch.cos(t), y0[b], t[b], method=method, options=options)
