@@ -78,7 +78,7 @@ def config(quick: bool) -> dict:
         "stiff_rtol": 1e-6,
         "stiff_repeats": 3,
         "stiff_sweep_rtols": [1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
-        "stiff_dopri5_cap": 20_000,
+        "stiff_dopri5_cap": 5_000,
         # case 10: a grey-box Robertson field (learned rates + MLP) trained with dopri5 and kvaerno5
         "stiff_training": {"t_end": 2.0, "n_times": 10, "iterations": 8, "batch": 4, "width": 32},
     }
