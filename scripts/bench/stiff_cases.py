@@ -102,7 +102,9 @@ def _neuralode_job(problem: dict, t_end: float, method: str, rtol: float, atol: 
         failed = ""
         try:
             with torch.no_grad():
-                ys = nd.odeint(field, y0, t, method=method, rtol=rtol, atol=atol, options=options, stats=stats)
+                ys = nd.odeint(
+                    field, y0, t, method=method, rtol=rtol, atol=atol, options=options, stats=stats
+                )
             y_end = ys[-1].numpy()
         except nd.MaxStepsExceededError as error:
             cap = (options or {}).get("max_num_steps")
@@ -111,7 +113,8 @@ def _neuralode_job(problem: dict, t_end: float, method: str, rtol: float, atol: 
         c = stats.forward
         steps = c.n_steps if not failed else (options or {}).get("max_num_steps")  # not recorded on failure
         return {"seconds": seconds, "steps": steps, "rejected": c.n_rejected, "nfe": field.calls,
-                "newton": c.n_newton_iters, "lu": c.n_factorizations, "y_end": y_end, "failed": failed}  # fmt: skip
+                "newton": c.n_newton_iters, "lu": c.n_factorizations, "y_end": y_end,
+                "failed": failed}  # fmt: skip
 
     return run
 
@@ -196,7 +199,10 @@ def case_stiff(cfg: dict) -> tuple[list[dict], list[dict]]:
                 continue
             sweep_atol = atol * sweep_rtol / rtol
             for key, job in (
-                (("kvaerno5", "neuralode"), _neuralode_job(problem, t_end, "kvaerno5", sweep_rtol, sweep_atol)),
+                (
+                    ("kvaerno5", "neuralode"),
+                    _neuralode_job(problem, t_end, "kvaerno5", sweep_rtol, sweep_atol),
+                ),
                 (("Radau", "scipy"), _scipy_job(problem, t_end, "Radau", sweep_rtol, sweep_atol)),
             ):
                 values = job()
@@ -222,7 +228,11 @@ def steps_at_equal_error(sweep: list[dict], problem: str) -> dict | None:
     """kvaerno5's steps at the error of Radau's run at the sweep's reference rtol (its first point
     not looser than 1e-6, else the last), against Radau's steps there; where Radau's error is outside
     kvaerno5's sweep, the kvaerno5 point with the fewest steps among those at or below that error."""
-    ours = [(r["error"], r["steps"], r["rtol"]) for r in sweep if r["problem"] == problem and r["method"] == "kvaerno5"]
+    ours = [
+        (r["error"], r["steps"], r["rtol"])
+        for r in sweep
+        if r["problem"] == problem and r["method"] == "kvaerno5"
+    ]
     radau = [r for r in sweep if r["problem"] == problem and r["method"] == "Radau"]
     if not ours or not radau:
         return None
@@ -318,7 +328,11 @@ def stiff_lines(rows: list[dict], sweep: list[dict]) -> list[str]:
         ]
         for r in sweep:
             other = "Radau" if r["method"] == "kvaerno5" else "kvaerno5"
-            points = [(s["error"], s["steps"]) for s in sweep if s["problem"] == r["problem"] and s["method"] == other]
+            points = [
+                (s["error"], s["steps"])
+                for s in sweep
+                if s["problem"] == r["problem"] and s["method"] == other
+            ]
             at = log_interpolate(points, r["error"])
             out.append(
                 f"| {r['problem']} | {r['method']} | {r['rtol']:g} | {r['steps']:.0f} | {r['nfe']:.0f} | "
