@@ -157,3 +157,80 @@ def test_smoke_run_writes_results(tmp_path):
     for heading in headings:
         assert heading in text
     assert (tmp_path / "bench_memory.png").stat().st_size > 0
+
+
+def test_steps_at_equal_error_interpolates_and_falls_back():
+    """kvaerno5's steps at Radau's error: log-log between its sweep points, else its cheapest point at or
+    below that error, else none; the target row compares them with Radau's steps."""
+    from scripts.bench.stiff_cases import steps_at_equal_error, stiff_target_rows
+
+    def point(method, rtol, steps, error):
+        return {"problem": "p", "method": method, "rtol": rtol, "steps": steps, "error": error}
+
+    radau = [point("Radau", 1e-5, 50, 1e-6), point("Radau", 1e-6, 80, 1e-7)]
+    ours = [point("kvaerno5", 1e-6, 40, 1e-6), point("kvaerno5", 1e-7, 160, 1e-8)]
+    equal = steps_at_equal_error(radau + ours, "p")
+    assert equal["radau_steps"] == 80 and equal["steps"] == pytest.approx(80.0)  # halfway in log error
+    tighter = [point("kvaerno5", 1e-8, 60, 1e-9), point("kvaerno5", 1e-9, 90, 1e-10)]
+    assert steps_at_equal_error(radau + tighter, "p")["steps"] == 60
+    assert steps_at_equal_error([*radau, point("kvaerno5", 1e-6, 10, 1e-3)], "p")["steps"] is None
+    rows = [
+        {"problem": "p", "method": "kvaerno5", "via": "neuralode", "seconds": 3.0},
+        {"problem": "p", "method": "Radau", "via": "scipy", "seconds": 2.0},
+        {"problem": "p", "method": "LSODA", "via": "scipy", "seconds": 1.0},
+    ]
+    result = {"case9_stiff": rows, "case9_sweep": radau + tighter}
+    (steps_row, wall_row) = stiff_target_rows(result, {"stiff": {"wall_ratio": 2.0}})
+    assert steps_row[2] is True and "60 vs 80 steps" in steps_row[1]
+    assert wall_row[2] is False and "Radau 1.5x, LSODA 3.0x" in wall_row[1]
+    assert stiff_target_rows(result, {"stiff": {"wall_ratio": 3.0}})[1][2] is True
+
+
+def test_stiff_smoke_run(tmp_path):
+    """``--quick --cases 9 10``: every stiff row and sweep point is there with finite numbers, the
+    dopri5 row says it hit its cap, and the issue-22 target lines are computed."""
+    command = [
+        sys.executable,
+        "-m",
+        "scripts.bench",
+        "--quick",
+        "--cases",
+        "9",
+        "10",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    rows = result["case9_stiff"]
+    methods = {(r["problem"], r["method"], r["via"]) for r in rows}
+    for problem in ("robertson", "van der pol mu=1000"):
+        for method, via in (("kvaerno5", "neuralode"), ("kvaerno3", "neuralode"), ("Radau", "scipy"),
+                            ("BDF", "scipy"), ("LSODA", "scipy"), ("Radau", "neuralode scipy_solver"),
+                            ("dopri5", "neuralode")):  # fmt: skip
+            assert (problem, method, via) in methods
+    for r in rows:
+        assert r["seconds"] > 0 and r["nfe"] > 0 and r["steps"] > 0
+        if r["method"] == "dopri5":
+            assert r["error"] is None and "max_num_steps" in r["failed"]  # the smoke cap is 200 steps
+        else:
+            assert 0 <= r["error"] < 1e-3 and not r["failed"]
+        if r["method"].startswith("kvaerno"):
+            assert r["newton"] >= r["steps"] and 0 < r["lu"] <= r["steps"]
+    sweep = result["case9_sweep"]
+    assert len(sweep) == 2 * 2 * 2 and all(r["steps"] > 0 and r["error"] >= 0 for r in sweep)
+    training = {r["method"]: r for r in result["case10_training"]}
+    assert set(training) == {"dopri5", "kvaerno5"}
+    assert training["dopri5"]["initial_loss"] == pytest.approx(training["kvaerno5"]["initial_loss"], rel=1e-3)
+    for r in training.values():
+        assert r["nfe_forward"] > 0 and r["seconds_per_iteration"] > 0
+        assert 0 < r["final_loss"] < float("inf") and all(0 < k < float("inf") for k in r["rates"])
+    text = (tmp_path / "bench.md").read_text()
+    for line in ("## Case 9", "### Steps against error", "## Case 10",
+                 "fewer steps than SciPy Radau at equal error", "wall time within 2x of SciPy's",
+                 "evaluations per iteration"):  # fmt: skip
+        assert line in text
+    target_lines = [x for x in text.splitlines() if "(issue 22)" in x and x.startswith("| case")]
+    assert len(target_lines) == 5 and all(x.endswith(("| yes |", "| no |")) for x in target_lines)

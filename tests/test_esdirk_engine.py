@@ -79,11 +79,14 @@ def test_a_state_beyond_the_dense_limit_is_refused_before_any_evaluation():
     assert calls == []
 
 
-def test_odeint_checkpoint_refuses_the_esdirk_methods():
+def test_odeint_checkpoint_refuses_jump_t_with_the_esdirk_methods():
+    """odeint_checkpoint replays kvaerno3/5 (tests/test_esdirk_checkpoint.py), but not steps ending on a
+    jump, as for the explicit methods."""
     lin = nn.Linear(2, 2).double()
-    with pytest.raises(ValueError, match=r"method='kvaerno5' is not supported by odeint_checkpoint"):
+    with pytest.raises(ValueError, match=r"options\['jump_t'\] is not supported by odeint_checkpoint"):
         odeint_checkpoint(lambda t, y: lin(y), torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
-                          method="kvaerno5", adjoint_params=tuple(lin.parameters()))  # fmt: skip
+                          method="kvaerno5", options={"jump_t": torch.tensor([0.5])},
+                          adjoint_params=tuple(lin.parameters()))  # fmt: skip
 
 
 # ----- stiffness, statistics, Jacobian reuse -----

@@ -6,6 +6,11 @@ without a graph but records its accepted steps (start and end times) and the sta
 with autograd through the ordinary engine driven by a replaying controller (exactly the recorded
 steps: no error control, no step re-selection), and backpropagates through it. The gradients are those
 of direct backpropagation ("discretize-then-optimize"); memory is the checkpoints plus one piece's graph.
+
+The implicit adaptive methods (kvaerno3, kvaerno5) replay the same accepted steps with their own step
+function, whose Newton iterations start afresh in each piece (a Jacobian at the piece's start, not the
+one the forward pass carried there): the replayed states agree with the forward's to Newton's
+tolerance, not bit for bit, and so do the gradients with direct backprop's.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from .._setup.prepare import Setup
 from .._setup.validation import check_adjoint_params
 from ..solvers import AdaptiveRKSolver, FlatProblem
 from ..solvers.controllers import GridController, ReplayController
+from ..solvers.esdirk_methods import ESDIRKSolver
 from ..solvers.observer import StepObserver, StepTrace
 from ..stats import PassCounts, SolveStats
 
 SUPPORTED = (
-    "the explicit adaptive Runge-Kutta methods (dopri5, tsit5, bosh3, dopri8, fehlberg2, adaptive_heun) "
-    "and explicit fixed-grid Runge-Kutta (euler, midpoint, heun2, heun3, rk4)"
+    "the explicit adaptive Runge-Kutta methods (dopri5, tsit5, bosh3, dopri8, fehlberg2, adaptive_heun), "
+    "the adaptive implicit ESDIRK methods (kvaerno3, kvaerno5) and explicit fixed-grid Runge-Kutta "
+    "(euler, midpoint, heun2, heun3, rk4)"
 )
 
 
@@ -61,7 +68,8 @@ class Checkpointed:
                 "event_fn is not supported by odeint_checkpoint; use odeint or odeint_adjoint for event "
                 "handling"
             )
-        if not setup.solver.replayable:
+        # ESDIRK: the same steps, Newton re-run in each piece (to its tolerance, see the module docstring)
+        if not (setup.solver.replayable or isinstance(setup.solver, ESDIRKSolver)):
             raise ValueError(
                 f"method={setup.method!r} is not supported by odeint_checkpoint; supported: {SUPPORTED}"
             )

@@ -16,7 +16,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError, event_not_found
+from ..errors import (
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    SolverError,
+    StepSizeUnderflowError,
+    event_not_found,
+)
 from .base import FlatProblem, Solver
 from .controllers import IntegralController, PIController
 from .event_search import bisect
@@ -179,6 +185,13 @@ class AdaptiveRKSolver(Solver):
             try:  # free unless raised (Python >= 3.11): the explicit steps pay nothing for it
                 K, y1 = step(func, dtab, t, dt, y, f0, buffer, perturb_end=hit_stop in jump_set)
             except StepFailed as failed:
+                if not checks_error:  # a replayed step (odeint_checkpoint) cannot be shrunk: it was accepted
+                    raise SolverError(
+                        f"the replayed step from t={t!r} to t={t1!r} failed (Newton's method did not "
+                        "converge from the piece's fresh Jacobian): use odeint or odeint_adjoint, or raise "
+                        "options['max_iters'].",
+                        t,
+                    ) from None
                 observer.reject(t, y, dt)
                 last_rejection_nonfinite = False
                 if abs(dt) <= opts.min_step:

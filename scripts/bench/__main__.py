@@ -24,6 +24,10 @@ tight-tolerance float64 reference (neuralode dopri8, rtol=atol=1e-12). Cases:
    (1e-3): fwd+bwd time, NFE and the gradient error against a float64 dopri8 adjoint solve.
 8. Per-sample solving (issue 21): 256 Van der Pol oscillators, mu over [0.1, 10], per_sample=True
    (with and without compaction) vs joint mode and torchode: steps, NFE, time and error.
+9. Stiff problems (issue 22): Robertson to t=1e5 and Van der Pol mu=1000, kvaerno5/kvaerno3 vs SciPy's
+   Radau, BDF, LSODA and capped dopri5; steps at equal error from an rtol sweep.
+10. A stiff neural ODE (issue 22): a grey-box Robertson field trained with dopri5 and with kvaerno5 from
+   the same start: NFE and seconds per iteration, final loss.
 
 torchdiffeq and torchode are optional (requirements/bench.txt); a library that is not installed is
 left out and the output says so. ``--quick`` is a seconds-long smoke run with tiny sizes (its numbers
@@ -53,6 +57,8 @@ from .harness import load_average, machine
 from .memory import case_memory, memory_point
 from .per_sample_cases import case_per_sample
 from .report import plot_memory, write_results
+from .stiff_cases import case_stiff
+from .stiff_training import case_stiff_training
 
 
 def main() -> None:
@@ -68,7 +74,7 @@ def main() -> None:
         "--cases",
         nargs="+",
         default=None,
-        choices=["1", "3", "4", "5", "6", "7", "8"],
+        choices=["1", "3", "4", "5", "6", "7", "8", "9", "10"],
         help="default: all; case 2 comes with case 1; 6 (the torch.compile check, some 30 s of compiling) "
         "is left out of --quick unless named",
     )
@@ -76,7 +82,8 @@ def main() -> None:
     parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cases is None:
-        args.cases = ["1", "3", "4", "5", "7", "8"] if args.quick else ["1", "3", "4", "5", "6", "7", "8"]
+        quick_cases = ["1", "3", "4", "5", "7", "8", "9", "10"]
+        args.cases = quick_cases if args.quick else [*quick_cases[:4], "6", *quick_cases[4:]]
     torch.set_num_threads(args.threads)
     if args.memory_point:
         lib, mode, steps, channels, size, batch = args.memory_point
@@ -107,6 +114,9 @@ def main() -> None:
         "case7_adjoint": [],
         "case7_instances": [],
         "case8_per_sample": [],
+        "case9_stiff": [],
+        "case9_sweep": [],
+        "case10_training": [],
     }
     case_seconds = {}
     clock = time.perf_counter()
@@ -133,7 +143,13 @@ def main() -> None:
         case_seconds["7"], clock = time.perf_counter() - clock, time.perf_counter()
     if "8" in args.cases:
         result["case8_per_sample"] = case_per_sample(libs, cfg)
-        case_seconds["8"] = time.perf_counter() - clock
+        case_seconds["8"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "9" in args.cases:
+        result["case9_stiff"], result["case9_sweep"] = case_stiff(cfg)
+        case_seconds["9"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "10" in args.cases:
+        result["case10_training"] = case_stiff_training(cfg)
+        case_seconds["10"] = time.perf_counter() - clock
 
     result["config"] = {
         k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)

@@ -39,6 +39,12 @@ def config(quick: bool) -> dict:
             "per_sample_times": 5,
             "per_sample_repeats": 1,
             "per_sample_compaction_widths": [4, 64],
+            "stiff_t_end": {"robertson": 10.0, "van der pol mu=1000": 1.0},
+            "stiff_rtol": 1e-6,
+            "stiff_repeats": 1,
+            "stiff_sweep_rtols": [1e-5, 1e-6],
+            "stiff_dopri5_cap": 200,
+            "stiff_training": {"t_end": 0.02, "n_times": 4, "iterations": 2, "batch": 2, "width": 8},
         }
     return {
         "batches": [512, 16],
@@ -67,4 +73,12 @@ def config(quick: bool) -> dict:
         "per_sample_times": 50,
         "per_sample_repeats": 5,
         "per_sample_compaction_widths": [4, 32, 128, 512],
+        # case 9 (issue 22): Robertson to 1e5, Van der Pol mu=1000 over about two periods
+        "stiff_t_end": {"robertson": 1e5, "van der pol mu=1000": 3000.0},
+        "stiff_rtol": 1e-6,
+        "stiff_repeats": 3,
+        "stiff_sweep_rtols": [1e-5, 1e-6, 1e-7, 1e-8, 1e-9],
+        "stiff_dopri5_cap": 5_000,
+        # case 10: a grey-box Robertson field (learned rates + MLP) trained with dopri5 and kvaerno5
+        "stiff_training": {"t_end": 2.0, "n_times": 10, "iterations": 8, "batch": 4, "width": 32},
     }

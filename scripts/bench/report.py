@@ -13,6 +13,8 @@ from pathlib import Path
 from .adapters import memory_modes
 from .adjoint_cases import paired_log_ratio
 from .per_sample_cases import per_sample_lines
+from .stiff_cases import stiff_lines
+from .stiff_training import training_lines
 from .targets import summary_lines
 
 
@@ -267,6 +269,8 @@ def write_markdown(result: dict, path: Path) -> None:
     out += adjoint_lines(result.get("case7_adjoint", []))
     out += instance_lines(result.get("case7_instances", []))
     out += per_sample_lines(result.get("case8_per_sample", []))
+    out += stiff_lines(result.get("case9_stiff", []), result.get("case9_sweep", []))
+    out += training_lines(result.get("case10_training", []))
 
     compiled = result.get("case6_compile", [])
     if compiled:

@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 
 from .adjoint_cases import paired_log_ratio
+from .stiff_cases import stiff_target_rows
+from .stiff_training import training_target_rows
 
 TARGETS_FILE = Path(__file__).with_name("targets.yaml")
 
@@ -113,6 +115,10 @@ def summary_lines(result: dict, targets: dict | None = None) -> list[str]:
             f"error ratio {math.exp(mean):.2f} (x/ {math.exp(se):.2f})",
             mean <= 2 * se,
         )
+    for row in stiff_target_rows(result, targets):
+        add(*row)
+    for row in training_target_rows(result.get("case10_training", []), targets):
+        add(*row)
     for row in result.get("case6_compile", []):
         if row["what"].startswith("dopri5"):
             r = row["compiled_seconds"] / row["eager_seconds"]
