@@ -26,8 +26,9 @@ class ESDIRKSolver(AdaptiveRKSolver):
     (reused across steps while Newton converges quickly)."""
 
     options_class: ClassVar[type] = ESDIRKOptions
-    # Newton's iterations start from a Jacobian carried from earlier steps: a replayed piece would
-    # not reproduce them bit for bit, so odeint_checkpoint refuses these methods.
+    # Newton's iterations start from a Jacobian carried from earlier steps, so a replayed piece does
+    # not reproduce them bit for bit: odeint_checkpoint replays these methods to Newton's tolerance
+    # (gradients/checkpointed.py), and nothing else may treat them as exactly replayable.
     replayable: ClassVar[bool] = False
     tableau: ClassVar[ESDIRKTableau]
 
