@@ -21,6 +21,7 @@ class PassCounts:
     n_checkpoints: int = 0  # states stored for the backward pass (odeint_checkpoint's forward)
     n_newton_iters: int = 0  # Newton iterations of the implicit stages (adaptive ESDIRK methods)
     n_factorizations: int = 0  # LU factorisations of Newton's matrix (adaptive ESDIRK methods)
+    n_krylov_iters: int = 0  # GMRES matrix-vector products (ESDIRK with linear_solver='krylov')
 
     def add(self, other: PassCounts) -> None:
         """Add another part of the same pass (a backward pass's time gradient and its solves)."""
@@ -31,6 +32,7 @@ class PassCounts:
         self.n_checkpoints += other.n_checkpoints
         self.n_newton_iters += other.n_newton_iters
         self.n_factorizations += other.n_factorizations
+        self.n_krylov_iters += other.n_krylov_iters
 
 
 @dataclass

@@ -10,7 +10,9 @@ with a fresh Jacobian raises :class:`StepFailed`: the engine rejects it and retr
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +69,22 @@ class _Stages:
     nonfinite: bool = False
 
 
+# update(t_i, z, perturb, explicit, gdt) -> dz: one Newton correction of z = explicit + gdt*f(t_i, z)
+NewtonUpdate = Callable[[float, Tensor, float, Tensor, float], Tensor]
+# attach(t_i, perturb, explicit, gdt, z) -> z carrying the stage solution's implicit-function gradient
+StageGradient = Callable[[float, float, Tensor, float, Tensor], Tensor]
+
+
+def lu_update(func, lu: tuple[Tensor, Tensor]) -> NewtonUpdate:
+    """Simplified Newton's correction with a factorised (I - dt_lu*gamma*J)."""
+
+    def update(ti: float, z: Tensor, perturb: float, explicit: Tensor, gdt: float) -> Tensor:
+        residual = z - explicit - gdt * func(ti, z, perturb)
+        return torch.linalg.lu_solve(*lu, residual.reshape(-1, 1)).reshape(z.shape)
+
+    return update
+
+
 def _solve_stages(
     func,
     dtab: ESDIRKDeviceTableau,
@@ -74,19 +92,26 @@ def _solve_stages(
     dt: float,
     y: Tensor,
     f0: Tensor,
-    lu: tuple[Tensor, Tensor],
+    update: NewtonUpdate | tuple[Tensor, Tensor],
     scale: Tensor | float,
     max_iters: int,
     perturb_end: bool = False,
+    attach: StageGradient | None = None,
 ) -> _Stages:
-    """Solve the implicit stages z_i = explicit_i + dt*gamma*f(t_i, z_i) in turn by simplified Newton
-    with the factorised (I - dt_lu*gamma*J); each stage's slope is (z_i - explicit_i) / (dt*gamma).
+    """Solve the implicit stages z_i = explicit_i + dt*gamma*f(t_i, z_i) in turn by Newton's method
+    (``update``: the correction, or an LU of (I - dt_lu*gamma*J) for simplified Newton); each stage's
+    slope is (z_i - explicit_i) / (dt*gamma).
 
     A stage has converged when the scaled update (RMS of dz / scale), or the error it predicts from
     the contraction theta (theta / (1 - theta) * |dz|), is under NEWTON_TOL; theta >= 1 is divergence.
     ``perturb_end``: the step ends on a discontinuity of func, so stages at c >= 1 are evaluated just
-    inside t + dt (kvaerno5's c = 1.23 stage too, clamped to the step's end).
+    inside t + dt (kvaerno5's c = 1.23 stage too, clamped to the step's end). ``attach``: Newton runs
+    without autograd and each converged stage gets its gradient from ``attach`` (matrix-free
+    Newton-Krylov, whose iterations are not differentiable); without it, autograd differentiates
+    through the iterations.
     """
+    if not callable(update):
+        update = lu_update(func, update)
     n = y.numel()
     root_n = math.sqrt(max(n, 1))
     gdt = dt * dtab.gamma
@@ -98,11 +123,14 @@ def _solve_stages(
         c = dtab.c[i]
         ti, perturb = (t + dt, -inward) if perturb_end and c >= 1.0 else (t + c * dt, 0.0)
         prev, converged = None, False
+        target = explicit.detach() if attach is not None else explicit
+        if attach is not None:
+            z = z.detach()
         for _ in range(max_iters):
             iters += 1
-            residual = z - explicit - gdt * func(ti, z, perturb)
-            dz = torch.linalg.lu_solve(*lu, residual.reshape(n, 1)).reshape(y.shape)
-            z = z - dz
+            with torch.no_grad() if attach is not None else contextlib.nullcontext():
+                dz = update(ti, z, perturb, target, gdt)
+                z = z - dz
             with torch.no_grad():
                 size = float(torch.linalg.vector_norm(dz.detach() / scale)) / root_n
             if not math.isfinite(size):
@@ -121,6 +149,8 @@ def _solve_stages(
             prev = size
         if not converged:
             return _Stages(None, None, iters, worst)
+        if attach is not None:
+            z = attach(ti, perturb, explicit, gdt, z)
         ks.append((z - explicit) / gdt)
     return _Stages(ks, z, iters, worst)  # stiffly accurate: the last stage is y1
 

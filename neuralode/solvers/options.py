@@ -11,6 +11,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from .krylov import JVP_MODES
+
 T = TypeVar("T", bound="_Options")
 
 
@@ -219,7 +221,7 @@ def _int_in(value: Any, name: str, arg: str, low: int, high: int) -> None:
         raise ValueError(f"{arg}[{name!r}] must be an int in [{low}, {high}], got {value!r}")
 
 
-LINEAR_SOLVERS = ("auto", "dense")  # "krylov" (matrix-free, for large states) is not built yet
+LINEAR_SOLVERS = ("auto", "dense", "krylov")
 
 
 @dataclass(frozen=True)
@@ -229,26 +231,34 @@ class ESDIRKOptions(AdaptiveOptions):
 
     Attributes:
         max_iters: Newton iterations per stage before the step is rejected and retried 4x shorter.
-        linear_solver: how Newton's linear systems are solved: "dense" (LU of the N x N matrix) or
-            "auto" (dense; the only one built so far).
+        linear_solver: how Newton's linear systems are solved: "dense" (LU of the N x N matrix, reused
+            across stages and steps), "krylov" (matrix-free GMRES with Jacobian-vector products,
+            memory O(N)), or "auto": dense up to ``AUTO_DENSE_MAX`` state entries, Krylov above.
+        jvp: Krylov's Jacobian-vector products: "forward" (forward-mode autograd), "backward"
+            (double-backward autograd), "differences" (forward differences, one evaluation each), or
+            "auto" (differences: the fastest measured, see solvers/krylov.py).
+        krylov_restart: GMRES's restart length (vectors kept: memory krylov_restart * N).
+        krylov_max_iters: GMRES products per Newton iteration at most.
     """
 
     controller: str = "pi"
     max_iters: int = 10
     linear_solver: str = "auto"
+    jvp: str = "auto"
+    krylov_restart: int = 20
+    krylov_max_iters: int = 100
 
     def validate(self, arg: str) -> None:
         super().validate(arg)
         _int_in(self.max_iters, "max_iters", arg, 1, 10_000)
-        if self.linear_solver == "krylov":
-            raise ValueError(
-                f"{arg}['linear_solver']='krylov' is not built yet: use 'dense' or 'auto' (states up to "
-                "the dense limit), or an explicit method for larger states"
-            )
+        _int_in(self.krylov_restart, "krylov_restart", arg, 1, 1_000)
+        _int_in(self.krylov_max_iters, "krylov_max_iters", arg, 1, 1_000_000)
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(
                 f"{arg}['linear_solver'] must be one of {LINEAR_SOLVERS}, got {self.linear_solver!r}"
             )
+        if self.jvp not in JVP_MODES:
+            raise ValueError(f"{arg}['jvp'] must be one of {JVP_MODES}, got {self.jvp!r}")
 
 
 @dataclass(frozen=True)
