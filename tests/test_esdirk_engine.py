@@ -46,8 +46,12 @@ def test_the_pi_controller_is_the_default_and_integral_can_be_chosen(method):
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"linear_solver": "krylov"}, r"options\['linear_solver'\]='krylov' is not built yet"),
-        ({"linear_solver": "lu"}, r"options\['linear_solver'\] must be one of \('auto', 'dense'\)"),
+        ({"linear_solver": "lu"}, r"options\['linear_solver'\] must be one of \('auto', 'dense', 'krylov'\)"),
+        (
+            {"jvp": "exact"},
+            r"options\['jvp'\] must be one of \('auto', 'forward', 'backward', 'differences'\)",
+        ),
+        ({"krylov_restart": 0}, r"options\['krylov_restart'\] must be an int in \[1, 1000\]"),
         ({"max_iters": 0}, r"options\['max_iters'\] must be an int in \[1, 10000\]"),
         ({"max_iters": 2.5}, r"options\['max_iters'\]"),
         ({"step_size": 0.1}, r"unknown key\(s\) 'step_size' for method='kvaerno5'"),
@@ -59,7 +63,7 @@ def test_bad_options_name_the_option(options, match):
                options=options)  # fmt: skip
 
 
-@pytest.mark.parametrize("linear_solver", ["dense", "auto"])
+@pytest.mark.parametrize("linear_solver", ["dense", "auto", "krylov"])
 def test_dense_and_auto_linear_solvers_agree(linear_solver):
     y0, t = torch.tensor([1.0, 2.0], dtype=F64), torch.tensor([0.0, 2.0], dtype=F64)
     ys = odeint(stiff_linear, y0, t, method="kvaerno5", rtol=1e-8, atol=1e-10,
@@ -67,15 +71,19 @@ def test_dense_and_auto_linear_solvers_agree(linear_solver):
     torch.testing.assert_close(ys[-1], stiff_exact(2.0, y0), rtol=1e-6, atol=1e-9)
 
 
-def test_a_state_beyond_the_dense_limit_is_refused_before_any_evaluation():
+def test_a_dense_newton_matrix_beyond_the_limit_is_refused_before_any_evaluation():
     calls = []
 
     def func(t, y):
         calls.append(t)
         return -y
 
-    with pytest.raises(ValueError, match=r"dense Newton system of 6001 rows .*'krylov' .* not built yet"):
-        odeint(func, torch.ones(6001, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="kvaerno3")
+    with pytest.raises(
+        ValueError,
+        match=r"linear_solver'\]='dense' .* N = 6001 entries.*use options\['linear_solver'\]='krylov'",
+    ):
+        odeint(func, torch.ones(6001, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64), method="kvaerno3",
+               options={"linear_solver": "dense"})  # fmt: skip
     assert calls == []
 
 

@@ -40,9 +40,10 @@ def gmres(
     max_iters: int = 100,
 ) -> GMRESResult:
     """Solve A x = b (flat vectors) from x = 0 by restarted GMRES(``restart``), orthogonalising by
-    classical Gram-Schmidt applied twice (two matrix products per iteration) with Givens rotations,
-    until ||b - A x|| <= max(rtol ||b||, atol) or ``max_iters`` products; the best iterate is returned
-    either way (Newton decides whether it was good enough)."""
+    classical Gram-Schmidt applied twice (two (k, N) products with the basis per iteration) with
+    Givens rotations, until ||b - A x|| <= max(rtol ||b||, atol) or ``max_iters`` calls of ``matvec``
+    (a restart's residual is one of them); the best iterate is returned either way (Newton decides
+    whether it was good enough)."""
     x = torch.zeros_like(b)
     beta = float(torch.linalg.vector_norm(b))
     target = max(rtol * beta, atol)
@@ -85,7 +86,11 @@ def gmres(
             break
         coeffs = np.linalg.solve(np.triu(h[:k, :k]), g[:k])
         x = x + torch.as_tensor(coeffs, dtype=b.dtype, device=b.device) @ basis[:k]
-        r = b - matvec(x)
+        if abs(g[k]) <= target:  # the residual GMRES minimised (its rotations track its norm)
+            return GMRESResult(x, iters, True)
+        if iters >= max_iters:
+            break
+        r = b - matvec(x)  # a restart: the true residual, from which the next cycle starts
         iters += 1
         beta = float(torch.linalg.vector_norm(r))
         if beta <= target or not math.isfinite(beta):
