@@ -95,8 +95,9 @@ def _rd_start(n: int) -> torch.Tensor:
 
 
 def _scipy_radau(func, y0, t):
-    sol = solve_ivp(lambda s, y: func(s, torch.from_numpy(y)).numpy(), (float(t[0]), float(t[-1])), y0.numpy(),
-                    method="Radau", t_eval=t.numpy(), rtol=1e-10, atol=1e-12)  # fmt: skip
+    span = (float(t[0]), float(t[-1]))
+    sol = solve_ivp(lambda s, y: func(s, torch.from_numpy(y)).numpy(), span, y0.numpy(), method="Radau",
+                    t_eval=t.numpy(), rtol=1e-10, atol=1e-12)  # fmt: skip
     return torch.from_numpy(sol.y.T)
 
 
@@ -205,8 +206,9 @@ def test_krylov_gradients_match_the_derivative_of_matrix_exp(front_door):
 
 def test_krylov_direct_gradients_pass_gradcheck_in_float64():
     def solve(y0, scale):
-        return odeint(lambda t, y: scale * _pairs(y), y0, torch.tensor([0.0, 0.01], dtype=F64), method="kvaerno5",
-                      rtol=1e-9, atol=1e-11, options=KRYLOV)[-1]  # fmt: skip
+        t = torch.tensor([0.0, 0.01], dtype=F64)
+        return odeint(lambda t, y: scale * _pairs(y), y0, t, method="kvaerno5", rtol=1e-9, atol=1e-11,
+                      options=KRYLOV)[-1]  # fmt: skip
 
     y0 = torch.tensor([1.0, 2.0], dtype=F64, requires_grad=True)
     scale = torch.tensor(0.5, dtype=F64, requires_grad=True)
