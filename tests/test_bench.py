@@ -186,6 +186,30 @@ def test_steps_at_equal_error_interpolates_and_falls_back():
     assert stiff_target_rows(result, {"stiff": {"wall_ratio": 3.0}})[1][2] is True
 
 
+def test_large_stiff_case_rows_and_its_memory_target():
+    """Case 11 at smoke sizes: kvaerno5 (Krylov) at each size, no LU, within a small error; BDF and the
+    capped dopri5 at the largest; the O(N) line is met for flat memory per state and not for growth."""
+    from scripts.bench.config import config
+    from scripts.bench.large_stiff import case_large_stiff, large_stiff_lines, large_stiff_target_rows
+
+    rows = case_large_stiff(config(quick=True))
+    assert [(r["states"], r["method"]) for r in rows] == [(400, "kvaerno5"), (800, "kvaerno5"), (800, "BDF"),
+                                                          (800, "dopri5")]  # fmt: skip
+    for r in rows[:2]:
+        assert r["lu"] == 0 and r["krylov"] >= r["newton"] >= r["steps"] > 0 and 0 <= r["error"] < 1e-3
+    assert "max_num_steps" in rows[-1]["failed"] and rows[-1]["error"] is None
+    assert "| 800 | BDF | scipy, sparse LU |" in "\n".join(large_stiff_lines(rows))
+
+    def run(states, peak_mb):
+        return {"states": states, "method": "kvaerno5", "failed": "", "peak_mb": peak_mb, "error": 1e-6,
+                "rtol": 1e-6, "dense_matrix_gb": states**2 * 8 / 2**30}  # fmt: skip
+
+    (flat,) = large_stiff_target_rows({"case11_large_stiff": [run(25_000, 20.0), run(100_000, 80.0)]})
+    assert flat[2] is True and "100,000 states: 80 MB" in flat[1]
+    (grows,) = large_stiff_target_rows({"case11_large_stiff": [run(25_000, 20.0), run(100_000, 800.0)]})
+    assert grows[2] is False
+
+
 def test_stiff_smoke_run(tmp_path):
     """``--quick --cases 9 10``: every stiff row and sweep point is there with finite numbers, the
     dopri5 row says it hit its cap, and the issue-22 target lines are computed."""

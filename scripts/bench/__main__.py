@@ -28,6 +28,9 @@ tight-tolerance float64 reference (neuralode dopri8, rtol=atol=1e-12). Cases:
    Radau, BDF, LSODA and capped dopri5; steps at equal error from an rtol sweep.
 10. A stiff neural ODE (issue 22): a grey-box Robertson field trained with dopri5 and with kvaerno5 from
    the same start: NFE and seconds per iteration, final loss.
+11. A stiff reaction-diffusion system up to 100,000 states (issue 22): kvaerno5 with matrix-free
+   Newton-Krylov at several sizes (peak memory per state), SciPy's BDF with a sparse Jacobian and
+   capped dopri5 at the largest.
 
 torchdiffeq and torchode are optional (requirements/bench.txt); a library that is not installed is
 left out and the output says so. ``--quick`` is a seconds-long smoke run with tiny sizes (its numbers
@@ -54,6 +57,7 @@ from .adjoint_cases import case_adjoint, case_adjoint_instances
 from .cases import case_block, case_compile, case_forward, case_gradients, case_sweep
 from .config import ROOT, config
 from .harness import load_average, machine
+from .large_stiff import case_large_stiff
 from .memory import case_memory, memory_point
 from .per_sample_cases import case_per_sample
 from .report import plot_memory, write_results
@@ -74,7 +78,7 @@ def main() -> None:
         "--cases",
         nargs="+",
         default=None,
-        choices=["1", "3", "4", "5", "6", "7", "8", "9", "10"],
+        choices=["1", "3", "4", "5", "6", "7", "8", "9", "10", "11"],
         help="default: all; case 2 comes with case 1; 6 (the torch.compile check, some 30 s of compiling) "
         "is left out of --quick unless named",
     )
@@ -82,7 +86,7 @@ def main() -> None:
     parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cases is None:
-        quick_cases = ["1", "3", "4", "5", "7", "8", "9", "10"]
+        quick_cases = ["1", "3", "4", "5", "7", "8", "9", "10", "11"]
         args.cases = quick_cases if args.quick else [*quick_cases[:4], "6", *quick_cases[4:]]
     torch.set_num_threads(args.threads)
     if args.memory_point:
@@ -117,6 +121,7 @@ def main() -> None:
         "case9_stiff": [],
         "case9_sweep": [],
         "case10_training": [],
+        "case11_large_stiff": [],
     }
     case_seconds = {}
     clock = time.perf_counter()
@@ -149,7 +154,10 @@ def main() -> None:
         case_seconds["9"], clock = time.perf_counter() - clock, time.perf_counter()
     if "10" in args.cases:
         result["case10_training"] = case_stiff_training(cfg)
-        case_seconds["10"] = time.perf_counter() - clock
+        case_seconds["10"], clock = time.perf_counter() - clock, time.perf_counter()
+    if "11" in args.cases:
+        result["case11_large_stiff"] = case_large_stiff(cfg)
+        case_seconds["11"] = time.perf_counter() - clock
 
     result["config"] = {
         k: ([str(v).replace("torch.", "") for v in vals] if k == "grad_dtypes" else vals)

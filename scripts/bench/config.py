@@ -45,6 +45,7 @@ def config(quick: bool) -> dict:
             "stiff_sweep_rtols": [1e-5, 1e-6],
             "stiff_dopri5_cap": 200,
             "stiff_training": {"t_end": 0.02, "n_times": 4, "iterations": 2, "batch": 2, "width": 8},
+            "large_stiff": {"states": [400, 800], "rtol": 1e-4, "atol": 1e-6, "dopri5_cap": 50},
         }
     return {
         "batches": [512, 16],
@@ -81,4 +82,6 @@ def config(quick: bool) -> dict:
         "stiff_dopri5_cap": 5_000,
         # case 10: a grey-box Robertson field (learned rates + MLP) trained with dopri5 and kvaerno5
         "stiff_training": {"t_end": 2.0, "n_times": 10, "iterations": 8, "batch": 4, "width": 32},
+        # case 11: the stiff reaction-diffusion system at 25k, 50k and 100k states (matrix-free kvaerno5)
+        "large_stiff": {"states": [25_000, 50_000, 100_000], "rtol": 1e-6, "atol": 1e-8, "dopri5_cap": 3_000},
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .adapters import memory_modes
 from .adjoint_cases import paired_log_ratio
+from .large_stiff import large_stiff_lines
 from .per_sample_cases import per_sample_lines
 from .stiff_cases import stiff_lines
 from .stiff_training import training_lines
@@ -271,6 +272,7 @@ def write_markdown(result: dict, path: Path) -> None:
     out += per_sample_lines(result.get("case8_per_sample", []))
     out += stiff_lines(result.get("case9_stiff", []), result.get("case9_sweep", []))
     out += training_lines(result.get("case10_training", []))
+    out += large_stiff_lines(result.get("case11_large_stiff", []))
 
     compiled = result.get("case6_compile", [])
     if compiled:

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from .adjoint_cases import paired_log_ratio
+from .large_stiff import large_stiff_target_rows
 from .stiff_cases import stiff_target_rows
 from .stiff_training import training_target_rows
 
@@ -118,6 +119,8 @@ def summary_lines(result: dict, targets: dict | None = None) -> list[str]:
     for row in stiff_target_rows(result, targets):
         add(*row)
     for row in training_target_rows(result.get("case10_training", []), targets):
+        add(*row)
+    for row in large_stiff_target_rows(result):
         add(*row)
     for row in result.get("case6_compile", []):
         if row["what"].startswith("dopri5"):
