@@ -57,7 +57,7 @@ from .adjoint_cases import case_adjoint, case_adjoint_instances
 from .cases import case_block, case_compile, case_forward, case_gradients, case_sweep
 from .config import ROOT, config
 from .harness import load_average, machine
-from .large_stiff import case_large_stiff
+from .large_stiff import case_large_stiff, large_stiff_point
 from .memory import case_memory, memory_point
 from .per_sample_cases import case_per_sample
 from .report import plot_memory, write_results
@@ -84,6 +84,7 @@ def main() -> None:
     )
     parser.add_argument("--note", default="", help="a line to put at the top of bench.md")
     parser.add_argument("--memory-point", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--large-stiff-point", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cases is None:
         quick_cases = ["1", "3", "4", "5", "7", "8", "9", "10", "11"]
@@ -92,6 +93,10 @@ def main() -> None:
     if args.memory_point:
         lib, mode, steps, channels, size, batch = args.memory_point
         print(json.dumps(memory_point(lib, mode, int(steps), int(channels), int(size), int(batch))))
+        return
+    if args.large_stiff_point:
+        method, states, rtol, atol, cap, out = args.large_stiff_point
+        print(json.dumps(large_stiff_point(method, int(states), float(rtol), float(atol), int(cap), out)))
         return
 
     start = time.perf_counter()
@@ -156,7 +161,7 @@ def main() -> None:
         result["case10_training"] = case_stiff_training(cfg)
         case_seconds["10"], clock = time.perf_counter() - clock, time.perf_counter()
     if "11" in args.cases:
-        result["case11_large_stiff"] = case_large_stiff(cfg)
+        result["case11_large_stiff"] = case_large_stiff(cfg, args.threads)
         case_seconds["11"] = time.perf_counter() - clock
 
     result["config"] = {

@@ -4,6 +4,7 @@ u_t = c u_xx + u (1 - w), w_t = -k (w - u^2) on n grid points with reflecting en
 spacing squared, k = 1e4: the fast species w relaxes onto u^2, so explicit methods are held to
 dt ~ 3/k), u(0) a Gaussian of width 0.15 of the domain, w(0) = u(0)^2, t in [0, 2], float64, 2n states.
 
+Every run is a fresh subprocess (``--large-stiff-point``), so that its peak memory is its own.
 Rows: kvaerno5 with linear_solver='krylov' at every size (steps, NFE, Newton iterations, GMRES products,
 time, peak RSS above the RSS before the solve, and the N x N matrix a dense Newton would need); at
 the largest size also SciPy's BDF with the analytic sparse Jacobian (sparse LU: SciPy at its fastest
@@ -13,13 +14,20 @@ SciPy's Radau at rtol 1e-10 with the sparse Jacobian.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from neuralode.training.monitor import current_rss_mb, peak_rss_mb, reset_peak_rss
 
+from .config import ROOT
 from .harness import Timed
 from .stiff_cases import scaled_error
 
@@ -108,28 +116,57 @@ def _neuralode(n: int, method: str, rtol: float, atol: float, options: dict) -> 
             "failed": failed}  # fmt: skip
 
 
-def case_large_stiff(cfg: dict) -> list[dict]:
-    """Case 11's rows: kvaerno5 (Krylov) at every size; SciPy BDF and dopri5 (capped) at the largest."""
+KRYLOV = {"linear_solver": "krylov"}
+RUNS = {  # method: (how it is run, run(n, rtol, atol, dopri5's step cap))
+    "kvaerno5": ("neuralode, krylov", lambda n, rtol, atol, _: _neuralode(n, "kvaerno5", rtol, atol, KRYLOV)),
+    "BDF": ("scipy, sparse LU", lambda n, rtol, atol, cap: _scipy(n, "BDF", rtol, atol)),
+    "dopri5": ("neuralode",
+               lambda n, rtol, atol, cap: _neuralode(n, "dopri5", rtol, atol, {"max_num_steps": cap})),
+    "Radau": ("scipy, sparse LU", lambda n, rtol, atol, cap: _scipy(n, "Radau", rtol, atol)),
+}  # fmt: skip
+
+
+def large_stiff_point(method: str, states: int, rtol: float, atol: float, cap: int, out: str) -> dict:
+    """One run in this (fresh) process, after a small warm-up solve so that one-off allocations are not
+    counted; the state at T_END goes to the .npy file ``out``, the rest is returned."""
+    RUNS[method][1](50, rtol, atol, cap)
+    run = RUNS[method][1](states // 2, rtol, atol, cap)
+    y_end = run.pop("y_end")
+    np.save(out, np.full(states, np.nan) if y_end is None else y_end)
+    return {**run, "has_y_end": y_end is not None}
+
+
+def _point(method: str, states: int, rtol: float, atol: float, cap: int, threads: int) -> tuple[dict, Any]:
+    """:func:`large_stiff_point` in a fresh subprocess (``--large-stiff-point``), so that its peak RSS is
+    its own and not an earlier run's."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = str(Path(folder) / "y_end.npy")
+        command = [sys.executable, "-m", __package__, "--threads", str(threads), "--large-stiff-point",
+                   method, str(states), repr(rtol), repr(atol), str(cap), out]  # fmt: skip
+        done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+        y_end = np.load(out) if run.pop("has_y_end") else None
+    return run, y_end
+
+
+def case_large_stiff(cfg: dict, threads: int = 1) -> list[dict]:
+    """Case 11's rows, each run in its own subprocess: kvaerno5 (Krylov) at every size; SciPy BDF and
+    dopri5 (capped) at the largest; the reference (Radau at rtol 1e-10) per size."""
     settings = cfg["large_stiff"]
-    rtol, atol = settings["rtol"], settings["atol"]
+    rtol, atol, cap = settings["rtol"], settings["atol"], settings["dopri5_cap"]
     sizes = settings["states"]
     rows = []
     for states in sizes:
-        n = states // 2
-        reference = _scipy(n, "Radau", 1e-10, 1e-12)["y_end"]
-        krylov = {"linear_solver": "krylov"}
-        runs = {("kvaerno5", "neuralode, krylov"): _neuralode(n, "kvaerno5", rtol, atol, krylov)}
-        if states == sizes[-1]:
-            cap = {"max_num_steps": settings["dopri5_cap"]}
-            runs[("BDF", "scipy, sparse LU")] = _scipy(n, "BDF", rtol, atol)
-            runs[("dopri5", "neuralode")] = _neuralode(n, "dopri5", rtol, atol, cap)
-        for (method, via), run in runs.items():
-            y_end = run.pop("y_end")
+        _, reference = _point("Radau", states, 1e-10, 1e-12, cap, threads)
+        methods = ["kvaerno5", "BDF", "dopri5"] if states == sizes[-1] else ["kvaerno5"]
+        for method in methods:
+            run, y_end = _point(method, states, rtol, atol, cap, threads)
             error = None if y_end is None else scaled_error(y_end, reference, atol)
-            rows.append({"states": states, "method": method, "via": via, "rtol": rtol, "atol": atol, **run,
-                         "dense_matrix_gb": states**2 * 8 / 2**30, "error": error})  # fmt: skip
+            rows.append({"states": states, "method": method, "via": RUNS[method][0], "rtol": rtol,
+                         "atol": atol, **run, "dense_matrix_gb": states**2 * 8 / 2**30,
+                         "error": error})  # fmt: skip
             r = rows[-1]
-            print(f"case 11 {states} {method} ({via}): steps {r['steps']} {r['seconds']:.2f} s peak "
+            print(f"case 11 {states} {method} ({r['via']}): steps {r['steps']} {r['seconds']:.2f} s peak "
                   f"{r['peak_mb']:.0f} MB error {r['error']} {r['failed']}", flush=True)  # fmt: skip
     return rows
 
