@@ -13,7 +13,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv
+.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv bench-stiff
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ BENCH_ARGS ?=
 
 bench: $(BENCH_STAMP) ## Speed/memory vs torchdiffeq and torchode (installs them on first use); writes results/bench.*
 	$(PY) -m scripts.bench $(BENCH_ARGS)
+
+bench-stiff: $(BENCH_STAMP) ## Only the stiff cases of make bench (9-11, about 15 minutes); writes results/bench_stiff/bench.*
+	$(PY) -m scripts.bench --cases 9 10 11 --out-dir results/bench_stiff $(BENCH_ARGS)
 
 docs: $(DOCS_STAMP) ## Build the documentation site strictly into site/, then check two pages render in headless Chromium
 	$(PY) -m mkdocs build --strict -d site
