@@ -188,7 +188,7 @@ def goals(rows: Sequence[Mapping[str, Any]]) -> list[Goal]:
         speedup, diff = wall_p / wall_r, nll_r - nll_p
         out.append(Goal(
             name,
-            f"training wall time plain / regularised = {wall_p:.1f} s / {wall_r:.1f} s = {speedup:.2f}x; "
+            f"training wall time plain / regularised = {wall_p:.4g} s / {wall_r:.4g} s = {speedup:.2f}x; "
             f"held-out NLL regularised - plain = {nll_r:.3f} - {nll_p:.3f} = {diff:+.3f} nats",
             speedup >= SPEEDUP_GOAL and abs(diff) <= NLL_GOAL + 1e-9,
         ))  # fmt: skip
