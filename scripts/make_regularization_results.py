@@ -334,7 +334,7 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
                 ax.plot(x, _running_mean(series["iteration_value"], 50), "-", color=color,
                         label=f"{label} (running mean of 50 iterations)")  # fmt: skip
             ax.plot(series["epoch"], series["epoch_value"], "o", color=color,
-                    label=None if series["iteration"] else f"{label} (epoch mean)")  # fmt: skip
+                    label=None if series["iteration"] else label)  # fmt: skip
             drawn.add((spec.experiment, direction))
     names = {"mnist": "MNIST ODE-Net", "cnf": "CNF, maximum likelihood"}
     for (experiment, direction), ax in panels.items():
@@ -342,6 +342,7 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
         ax.set(xlabel="training epoch", ylabel=f"{direction} NFE per iteration",
                title=f"{names[experiment]}: {direction} NFE over training{paper}")  # fmt: skip
         if (experiment, direction) in drawn:
+            ax.plot([], [], "o", color="gray", label="dots: epoch mean (at the epoch's end)")
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "not yet run", ha="center", va="center", transform=ax.transAxes)
