@@ -22,6 +22,7 @@ MNIST = [
     "batch_size=32",
     "test_batch_size=32",
     "progress=false",
+    "tensorboard=true",
     "profile.mnist.max_train_batches=1",
     "profile.mnist.max_test_batches=1",
 ]  # 2 epochs of 1 step
@@ -53,23 +54,20 @@ def _python(cwd: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """Both MNIST configs and both CNF ones (moons only: circles stays missing), then the script."""
+    """Both MNIST configs and both CNF ones (moons only: circles stays missing), each pair one multirun
+    into folders named by the group (the plain one ``regularization=none``), then the script."""
     root = tmp_path_factory.mktemp("regularization")
     data = write_fake_mnist(root / "data")
+    subdir = "hydra.sweep.subdir='regularization=${regularization.name}'"
     odenet = root / "runs/mnist/smoke/odenet"
-    for name, extra in (
-        ("default", ["tensorboard=true"]),
-        ("regularization=rnode_mnist", ["regularization=rnode_mnist", "tensorboard=false"]),
-    ):
-        _python(root, "-m", "experiments.mnist", "model=odenet", f"data_dir={data}", *MNIST, *extra,
-                f"hydra.run.dir='{odenet / name}'")  # fmt: skip
+    _python(root, "-m", "experiments.mnist", "-m", "model=odenet", f"data_dir={data}", *MNIST,
+            "regularization=none,rnode_mnist", f"hydra.sweep.dir='{odenet}'", subdir)  # fmt: skip
     cnf = root / "runs/cnf/smoke/mle/moons/cnf-64-auto"
-    for name, extra in (("default", []), ("regularization=rnode", ["regularization=rnode"])):
-        _python(root, "-m", "experiments.cnf", *CNF, *extra, f"hydra.run.dir='{cnf / name}'")
+    _python(root, "-m", "experiments.cnf", "-m", *CNF, "regularization=none,rnode",
+            f"hydra.sweep.dir='{cnf}'", subdir)  # fmt: skip
     out = root / "out"
-    printed = _python(
-        root, str(SCRIPT), "--profile", "smoke", "--runs", str(root / "runs"), "--out", str(out)
-    )
+    printed = _python(root, str(SCRIPT), "--profile", "smoke", "--runs", str(root / "runs"),
+                      "--out", str(out), "--plain", "regularization=none")  # fmt: skip
     with (out / "regularization.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     return out, printed, rows
