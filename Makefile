@@ -13,7 +13,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv bench-stiff
+.PHONY: help venv data test test-full lint format table1 figure3 cnf regularization table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv bench-stiff
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -74,6 +74,19 @@ cnf: venv ## CNF vs planar NF (Figures 4-5), exact trace vs Hutchinson at PROFIL
 	$(CNF_RUN) experiment=cnf_trace
 	$(PY) scripts/measure_cnf_trace.py --profile $(PROFILE)
 	$(PY) scripts/make_cnf_results.py --profile $(PROFILE)
+
+# Issue 19: the plain runs are the default folders Table 1 / Figure 3 and `make cnf` train (regularization=none
+# is the default, so a finished one is not retrained); the regularised ones get their own folders
+# (runs/mnist/<profile>/odenet/regularization=rnode_mnist, runs/cnf/<profile>/mle/<data>/cnf-64-auto/regularization=rnode).
+MNIST_RUN = $(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
+CNF_MLE_CNF = $(CNF_RUN) task=mle target=circles,moons flow=cnf size=64
+
+regularization: data ## Plain vs RNODE-regularised MNIST ODE-Net and CNF (NFE, time, error) at PROFILE; writes results/regularization.*
+	$(MNIST_RUN)
+	$(MNIST_RUN) regularization=rnode_mnist
+	$(CNF_MLE_CNF)
+	$(CNF_MLE_CNF) regularization=rnode
+	$(PY) scripts/make_regularization_results.py --profile $(PROFILE) $(if $(filter smoke,$(PROFILE)),--out runs/regularization/smoke)
 
 LATENT_RUNS := $(foreach n,$(LATENT_COUNTS),$(foreach net,rnn latent_ode,runs/latent_ode/$(PROFILE)/$(net)/n$(n)/default/result.json))
 JOBS ?= 2

@@ -46,6 +46,13 @@ SECTIONS = (
         ("cnf_density.csv", "cnf_mle.csv", "cnf_trace.csv", "cnf_circles.gif"),
     ),
     Section(
+        "Regularised neural ODEs (RNODE)",
+        ("regularization.md",),
+        ("regularization.png",),
+        "make regularization",
+        ("regularization.csv",),
+    ),
+    Section(
         "Latent ODE, Table 2",
         ("table2.md",),
         ("latent_extrapolation.png", "latent_trajectories.png", "latent_poisson.png"),

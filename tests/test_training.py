@@ -38,11 +38,11 @@ def _trainer(run_dir, batches_source=None, epochs=3):
     )  # fmt: skip
 
 
+TIMING = ("seconds_per_iteration", "wall_s", "cpu_s", "eval_wall_s", "peak_memory_mb")  # differ run to run
+
+
 def _comparable(history):
-    return [
-        {k: v for k, v in row.items() if k not in ("seconds_per_iteration", "peak_memory_mb")}
-        for row in history
-    ]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
 
 
 def test_resume_after_crash_ends_with_the_same_numbers(tmp_path):
@@ -90,6 +90,21 @@ def test_same_seed_same_numbers_and_finished_run_is_not_retrained(tmp_path):
     before = (tmp_path / "a" / "result.json").read_text()
     assert _comparable(again.fit()["history"]) == _comparable(first["history"])
     assert (tmp_path / "a" / "result.json").read_text() == before  # a finished run's record is kept as it is
+
+
+def test_every_epoch_records_its_wall_and_cpu_time_in_the_history_and_epochs_csv(tmp_path):
+    """wall_s spans the epoch's iterations, so it is at least the sum of their step times; the run's totals
+    are the sums over epochs; epochs.csv carries the columns."""
+    trainer = _trainer(tmp_path, epochs=2)
+    result = trainer.fit()
+    steps = trainer.config.batches_per_epoch
+    for row in result["history"]:
+        assert row["wall_s"] >= row["seconds_per_iteration"] * steps > 0
+        assert row["cpu_s"] > 0 and row["eval_wall_s"] > 0
+    assert result["train_wall_s"] == pytest.approx(sum(row["wall_s"] for row in result["history"]))
+    assert result["train_cpu_s"] == pytest.approx(sum(row["cpu_s"] for row in result["history"]))
+    header = (tmp_path / "epochs.csv").read_text().splitlines()[0].split(",")
+    assert {"wall_s", "cpu_s", "eval_wall_s", "seconds_per_iteration"} <= set(header)
 
 
 def test_checkpoint_of_other_settings_is_refused(tmp_path):

@@ -10,3 +10,4 @@ from .tolerance_sweep import fit_ratio as fit_ratio
 from .tolerance_sweep import measure_tolerance as measure_tolerance
 from .tolerance_sweep import reference_outputs as reference_outputs
 from .training_log import read_training_nfe as read_training_nfe
+from .training_log import read_training_series as read_training_series

@@ -1,4 +1,5 @@
-"""The forward NFE a training run logged (panel (d) of Figure 3): per epoch and per iteration."""
+"""What a training run logged, read back for the figures: per epoch (``epochs.csv``) and per iteration
+(TensorBoard), e.g. the forward NFE of panel (d) of Figure 3."""
 
 from __future__ import annotations
 
@@ -7,23 +8,35 @@ import os
 from pathlib import Path
 
 
-def read_training_nfe(mnist_run: str | os.PathLike[str]) -> dict[str, list[float]]:
-    """Forward NFE logged during the MNIST run: per epoch (``epochs.csv``) and per iteration (TensorBoard)."""
-    run = Path(mnist_run)
-    series: dict[str, list[float]] = {"epoch": [], "epoch_nfe": [], "iteration": [], "iteration_nfe": []}
+def read_training_series(run: str | os.PathLike[str], column: str, tag: str) -> dict[str, list[float]]:
+    """One logged quantity of a run: ``epoch``/``epoch_value`` from the ``column`` of ``epochs.csv`` and
+    ``iteration``/``iteration_value`` from the TensorBoard scalar ``tag``; a part that was not logged
+    (no file, no such column or tag) is empty."""
+    run = Path(run)
+    series: dict[str, list[float]] = {"epoch": [], "epoch_value": [], "iteration": [], "iteration_value": []}
     epochs_csv = run / "epochs.csv"
     if epochs_csv.exists():
         with epochs_csv.open() as handle:
             for row in csv.DictReader(handle):
-                series["epoch"].append(float(row["epoch"]))
-                series["epoch_nfe"].append(float(row["train_nfe_forward"]))
+                if row.get(column) not in (None, ""):
+                    series["epoch"].append(float(row["epoch"]))
+                    series["epoch_value"].append(float(row[column]))
     if (run / "tb").is_dir():
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
         events.Reload()
-        if "nfe/forward" in events.Tags().get("scalars", []):
-            for event in events.Scalars("nfe/forward"):
+        if tag in events.Tags().get("scalars", []):
+            for event in events.Scalars(tag):
                 series["iteration"].append(float(event.step))
-                series["iteration_nfe"].append(float(event.value))
+                series["iteration_value"].append(float(event.value))
     return series
+
+
+def read_training_nfe(mnist_run: str | os.PathLike[str]) -> dict[str, list[float]]:
+    """Forward NFE logged during the MNIST run: per epoch (``epochs.csv``) and per iteration (TensorBoard)."""
+    series = read_training_series(mnist_run, "train_nfe_forward", "nfe/forward")
+    return {
+        "epoch": series["epoch"], "epoch_nfe": series["epoch_value"],
+        "iteration": series["iteration"], "iteration_nfe": series["iteration_value"],
+    }  # fmt: skip

@@ -10,10 +10,11 @@ the model is wrapped in ``DistributedDataParallel`` and each rank's batch source
 of every global batch (``ImageBatches(rank=..., world_size=...)``). DDP averages the gradients, so with
 equal shards and a mean loss every step equals the single-process one. The loss and the extra scalars
 are averaged over ranks before logging; NFE are logged as the mean over ranks plus ``*_max``; seconds per
-iteration and peak memory are the maximum over ranks. Evaluation runs on rank 0 only, on the unwrapped
-model, and its metrics are broadcast so every rank keeps the same history. Only rank 0 writes files
-(TensorBoard, ``epochs.csv``, ``checkpoint.pt``, ``result.json``) and prints; every rank resumes from the
-checkpoint, which holds the unwrapped model's state, so a run may resume with another number of processes.
+iteration, an epoch's wall and CPU time and peak memory are the maximum over ranks. Evaluation runs on
+rank 0 only, on the unwrapped model, and its metrics are broadcast so every rank keeps the same history.
+Only rank 0 writes files (TensorBoard, ``epochs.csv``, ``checkpoint.pt``, ``result.json``) and prints;
+every rank resumes from the checkpoint, which holds the unwrapped model's state, so a run may resume with
+another number of processes.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ class Trainer:
     """Trains ``model`` in ``run_dir``; see the module docstring.
 
     Per iteration it logs train loss, lr, forward/backward NFE of the model's ODE blocks, seconds per
-    iteration and peak memory; per epoch the evaluation metrics and epoch means (``epochs.csv``).
+    iteration and peak memory; per epoch the evaluation metrics and epoch means (``epochs.csv``), and the
+    epoch's training wall time ``wall_s`` and process CPU time ``cpu_s`` (its iterations, batch preparation
+    included, evaluation excluded; that is ``eval_wall_s``).
     ``lr_at(progress)`` gives the learning rate at a fraction of the run, set before every step.
     """
 
@@ -199,6 +202,7 @@ class Trainer:
         extra_sums: dict[str, float] = {}
         count = 0
         bar = _progress(cfg, self.epoch) if self.main else None
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
         for index, batch in enumerate(self.batches(self.epoch)):
             if index >= cfg.batches_per_epoch:
                 break
@@ -250,20 +254,29 @@ class Trainer:
             bar.close()
         if count == 0:
             raise ValueError(f"the batch source gave no batches for epoch {self.epoch}")
+        # The epoch's training time (its iterations and their batches); CPU time is this process's, all
+        # threads together, so on a multi-threaded CPU it may exceed the wall time.
+        times = {"wall": time.perf_counter() - wall_start, "cpu": time.process_time() - cpu_start}
         train_peak_memory = peak_memory_mb(self.device)  # before evaluation, which may use larger batches
-        if self.world_size > 1:
-            train_peak_memory = dist.reduce_max({"peak": train_peak_memory})["peak"]
+        if self.world_size > 1:  # the slowest rank's times
+            reduced = dist.reduce_max({"peak": train_peak_memory, **times})
+            train_peak_memory, times = reduced["peak"], {k: reduced[k] for k in times}
         self.ddp_model.eval()
         metrics: dict[str, Any] | None = None
+        eval_start = time.perf_counter()
         if self.main:  # the unwrapped model: DDP's forward would wait for the other ranks
             with torch.no_grad(), self._autocast():
                 metrics = dict(self.evaluate(self.model))
         metrics = dist.broadcast_object(metrics)
+        eval_wall = time.perf_counter() - eval_start
         row = {
             "epoch": self.epoch + 1,
             **{f"train_{k}": v / count for k, v in sums.items() if k != "seconds"},
             **{f"train_{k}": v / count for k, v in extra_sums.items()},
             "seconds_per_iteration": sums["seconds"] / count,
+            "wall_s": times["wall"],
+            "cpu_s": times["cpu"],
+            "eval_wall_s": eval_wall,
             "lr_end": self.optimizer.param_groups[0]["lr"],
             "peak_memory_mb": train_peak_memory,
             **metrics,
@@ -307,6 +320,10 @@ class Trainer:
             "epochs": self.config.epochs,
             "batches_per_epoch": self.config.batches_per_epoch,
             "mean_seconds_per_iteration": sum(seconds) / len(seconds),
+            # the whole run's training time (a resumed run's epochs each count once; older checkpoints'
+            # rows without the columns count 0, so the sums are None unless every epoch has them)
+            "train_wall_s": _total(self.history, "wall_s"),
+            "train_cpu_s": _total(self.history, "cpu_s"),
             "hparams": dict(self.config.hparams),
             "resumed_from_epoch": self.resumed_from,
             **self.metadata,
@@ -340,6 +357,13 @@ def _progress(config: TrainerConfig, epoch: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=config.batches_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+
+
+def _total(history: list[dict[str, Any]], key: str) -> float | None:
+    """The sum of ``key`` over the epochs; None when some epoch lacks it (a checkpoint from before it)."""
+    if not all(key in row for row in history):
+        return None
+    return sum(row[key] for row in history)
 
 
 def _is_number(value: Any) -> bool:

@@ -1,0 +1,402 @@
+"""Write the regularised-neural-ODE results (issue 19): plain vs RNODE runs, NFE over training, the goals.
+
+Reads finished runs (``result.json`` and ``epochs.csv``, TensorBoard for the per-iteration curves):
+the MNIST ODE-Net ``runs/mnist/<profile>/odenet/<plain>`` and ``.../<regularized>`` and the CNF maximum
+likelihood runs ``runs/cnf/<profile>/mle/<dataset>/cnf-64-auto/<plain>`` and ``.../<cnf-regularized>``,
+and writes ``regularization.md``, ``regularization.csv`` and ``regularization.png`` to ``<out>``
+(``results/`` for quick, ``results/<profile>/`` otherwise). A run that is missing is a row saying so and
+the command that makes it; no number is written that a run did not measure. Prints the issue's goals
+with the measured values and whether each is met.
+
+    .venv/bin/python scripts/make_regularization_results.py --profile quick [--out results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from neuralode.analysis import read_training_series  # noqa: E402
+from neuralode.training import atomic_write_bytes, atomic_write_text, write_csv  # noqa: E402
+from neuralode.training.reproducibility import git_commit  # noqa: E402
+
+STEM = "regularization"
+DATASETS = ("circles", "moons")
+CNF_SETTING = "cnf-64-auto"  # configs/experiment/cnf_mle.yaml's CNF (size 64, the CNF's own trace)
+MNIST_REGULARIZED = "regularization=rnode_mnist"
+CNF_REGULARIZED = "regularization=rnode"
+# The issue's goals at the quick profile on CPU
+NFE_RATIO_GOAL = 0.6  # regularised / plain forward NFE at the end of training, at most
+ERROR_GOAL_PP = 0.2  # regularised - plain test error, at most (percentage points)
+SPEEDUP_GOAL = 1.5  # plain / regularised CNF training wall time, at least
+NLL_GOAL = 0.02  # |regularised - plain| held-out NLL, at most (nats)
+COLUMNS = (
+    "experiment", "dataset", "run", "status", "run_dir", "regularization", "test_error_pct", "test_nll",
+    "epochs", "iterations", "nfe_forward_first", "nfe_forward_last", "nfe_backward_first",
+    "nfe_backward_last", "seconds_per_iteration", "train_wall_s", "train_cpu_s", "profile", "device",
+    "seed", "date", "commit",
+)  # fmt: skip
+NUMBERS = COLUMNS[6:18]
+PAPER_NOTE = (
+    "**Beside the paper.** Chen et al. (2018), Figure 3(d), plots the forward NFE of their MNIST ODE-Net "
+    "against the training epoch and shows it growing as training goes on (a figure only, no table of "
+    "numbers, so there is no paper column here); the plain run's curve in `regularization.png` is our "
+    "counterpart of that panel (also drawn in `figure3.png`, panel (d)). Regularisation is not in the "
+    "paper: RNODE is Finlay et al. (2020), 'How to train your neural ODE', which reports about 2.8x faster "
+    "FFJORD training on MNIST and CIFAR-10 at equal bits/dim."
+)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run this page reads: where it lives and the command that makes it."""
+
+    experiment: str  # "mnist" or "cnf"
+    dataset: str
+    run: str  # "plain" or "regularized"
+    path: Path
+    command: str
+
+
+def specs(runs: Path, profile: str, plain: str, regularized: str, cnf_regularized: str) -> list[RunSpec]:
+    """The MNIST pair, then a CNF pair per dataset."""
+    mnist = runs / "mnist" / profile / "odenet"
+    base = f"python -m experiments.mnist model=odenet profile={profile}"
+    out = [
+        RunSpec("mnist", "mnist", "plain", mnist / plain, base + _override(plain)),
+        RunSpec("mnist", "mnist", "regularized", mnist / regularized, base + _override(regularized)),
+    ]
+    for dataset in DATASETS:
+        folder = runs / "cnf" / profile / "mle" / dataset / CNF_SETTING
+        cmd = f"python -m experiments.cnf task=mle target={dataset} flow=cnf size=64 profile={profile}"
+        out += [
+            RunSpec("cnf", dataset, "plain", folder / plain, cmd + _override(plain)),
+            RunSpec(
+                "cnf", dataset, "regularized", folder / cnf_regularized, cmd + _override(cnf_regularized)
+            ),
+        ]
+    return out
+
+
+def _override(name: str) -> str:
+    """The command-line overrides a run folder's name stands for (``default``: none)."""
+    return "" if name == "default" else " " + name.replace(",", " ")
+
+
+def run_row(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the run's row, its result.json): measured values, or a row saying the run is missing."""
+    row: dict[str, Any] = {key: None for key in COLUMNS}
+    row.update(experiment=spec.experiment, dataset=spec.dataset, run=spec.run, run_dir=str(spec.path))
+    path = spec.path / "result.json"
+    if not path.exists():
+        row["status"] = f"missing: run `{spec.command}`"
+        return row, None
+    result = json.loads(path.read_text())
+    history, final = result["history"], result["final"]
+    first, last = history[0], history[-1]
+    regularization = (result.get("config") or {}).get("regularization") or {}
+    done = len(history) == result["epochs"]
+    row.update(
+        status="ok" if done else f"unfinished: {len(history)}/{result['epochs']} epochs",
+        regularization=_describe(regularization),
+        test_error_pct=100 * final["test_error"] if "test_error" in final else None,
+        test_nll=final.get("test_nll"),
+        epochs=len(history),
+        iterations=len(history) * result["batches_per_epoch"],
+        nfe_forward_first=first["train_nfe_forward"], nfe_forward_last=last["train_nfe_forward"],
+        nfe_backward_first=first["train_nfe_backward"], nfe_backward_last=last["train_nfe_backward"],
+        seconds_per_iteration=result["mean_seconds_per_iteration"],
+        train_wall_s=_total(history, "wall_s"), train_cpu_s=_total(history, "cpu_s"),
+        **{key: result.get(key) for key in ("profile", "device", "seed", "date", "commit")},
+    )  # fmt: skip
+    return row, result
+
+
+def _total(history: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    """The sum over epochs; None when some epoch did not record it (trained before the column existed)."""
+    return sum(row[key] for row in history) if all(key in row for row in history) else None
+
+
+def _describe(group: Mapping[str, Any]) -> str:
+    """``none`` or the weights that are on, e.g. ``rnode_mnist (kinetic 0.0001, jacobian 2e-05)``."""
+    weights = [f"{k} {group[k]:g}" for k in ("kinetic", "jacobian", "time_derivative") if group.get(k)]
+    return f"{group.get('name', '?')} ({', '.join(weights)})" if weights else "none"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One of the issue's goals: what was measured, and whether it is met (None: not computable)."""
+
+    name: str
+    measured: str
+    met: bool | None
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "not met", None: "not computable"}[self.met]
+        return f"Goal ({self.name}): {self.measured}: {verdict}"
+
+
+def _number(value: Any) -> float | None:
+    """A row's value as a float (rows read back from the CSV hold strings; empty = not measured)."""
+    return None if value in (None, "") else float(value)
+
+
+def goals(rows: Sequence[Mapping[str, Any]]) -> list[Goal]:
+    """The issue's goals from the rows (as written or read back from the CSV)."""
+    by = {(r["experiment"], r["dataset"], r["run"]): r for r in rows}
+    out = []
+    plain, reg = by[("mnist", "mnist", "plain")], by[("mnist", "mnist", "regularized")]
+    missing = _missing(plain, reg, "nfe_forward_last", "test_error_pct")
+    if missing:
+        out.append(Goal(f"MNIST ODE-Net, forward NFE <= {NFE_RATIO_GOAL}x plain", missing, None))
+        out.append(Goal(f"MNIST ODE-Net, test error at most {ERROR_GOAL_PP} pp worse", missing, None))
+    else:
+        fwd_p, fwd_r = _number(plain["nfe_forward_last"]), _number(reg["nfe_forward_last"])
+        ratio = fwd_r / fwd_p
+        out.append(Goal(
+            f"MNIST ODE-Net, forward NFE <= {NFE_RATIO_GOAL}x plain",
+            f"last-epoch forward NFE per iteration, regularised / plain = {fwd_r:.1f} / {fwd_p:.1f} = "
+            f"{ratio:.2f}x",
+            ratio <= NFE_RATIO_GOAL,
+        ))  # fmt: skip
+        err_p, err_r = _number(plain["test_error_pct"]), _number(reg["test_error_pct"])
+        diff = err_r - err_p
+        out.append(Goal(
+            f"MNIST ODE-Net, test error at most {ERROR_GOAL_PP} pp worse",
+            f"test error regularised - plain = {err_r:.2f}% - {err_p:.2f}% = {diff:+.2f} pp",
+            diff <= ERROR_GOAL_PP + 1e-9,
+        ))  # fmt: skip
+    for dataset in DATASETS:
+        name = f"CNF {dataset}, >= {SPEEDUP_GOAL}x less training wall time at held-out NLL +- {NLL_GOAL}"
+        plain, reg = by[("cnf", dataset, "plain")], by[("cnf", dataset, "regularized")]
+        missing = _missing(plain, reg, "train_wall_s", "test_nll")
+        if missing:
+            out.append(Goal(name, missing, None))
+            continue
+        wall_p, wall_r = _number(plain["train_wall_s"]), _number(reg["train_wall_s"])
+        nll_p, nll_r = _number(plain["test_nll"]), _number(reg["test_nll"])
+        speedup, diff = wall_p / wall_r, nll_r - nll_p
+        out.append(Goal(
+            name,
+            f"training wall time plain / regularised = {wall_p:.4g} s / {wall_r:.4g} s = {speedup:.2f}x; "
+            f"held-out NLL regularised - plain = {nll_r:.3f} - {nll_p:.3f} = {diff:+.3f} nats",
+            speedup >= SPEEDUP_GOAL and abs(diff) <= NLL_GOAL + 1e-9,
+        ))  # fmt: skip
+    return out
+
+
+def _missing(plain: Mapping[str, Any], reg: Mapping[str, Any], *keys: str) -> str:
+    """Why a goal cannot be computed from this pair ('' when it can)."""
+    for row in (plain, reg):
+        if row["status"] != "ok":
+            return f"the {row['run']} run is {row['status'].split(':')[0]} ({row['run_dir']})"
+        for key in keys:
+            if _number(row[key]) is None:
+                return f"the {row['run']} run did not record {key} ({row['run_dir']}; retrain it)"
+    return ""
+
+
+def provenance(results: Sequence[Mapping[str, Any]], profile: str) -> list[str]:
+    """The header lines every results file carries (profile, device, epochs, seed, dates, commits)."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    written = f"this file written {now} at commit {git_commit(ROOT)}"
+    if not results:
+        return [f"- Profile: `{profile}`; no finished run found; {written}"]
+
+    def values(key: str) -> str:
+        return ", ".join(sorted({str(r.get(key)) for r in results}))
+
+    epochs = ", ".join(sorted({f"{r['experiment']} {r['epochs']}" for r in results}))
+    dates = sorted(str(r.get("date")) for r in results)
+    return [
+        f"- Profile: `{profile}`; epochs: {epochs}; seed: {values('seed')}",
+        f"- Device: {values('device')}",
+        f"- Runs trained {dates[0]} to {dates[-1]} at commit {values('commit')}; {written}",
+    ]
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pair(row: Mapping[str, Any], key: str) -> str:
+    first, last = row[f"{key}_first"], row[f"{key}_last"]
+    return "-" if first is None else f"{first:.1f} -> {last:.1f}"
+
+
+def markdown(
+    rows: Sequence[dict[str, Any]], found: Sequence[Goal], header: Sequence[str], profile: str
+) -> str:
+    lines = [
+        f"# Regularised neural ODEs (RNODE): NFE over training, plain vs regularised ({profile} profile)",
+        "",
+        f"Made by `make regularization PROFILE={profile}` (scripts/make_regularization_results.py) from "
+        f"runs/mnist/{profile}/odenet/ and runs/cnf/{profile}/mle/.",
+        *header,
+        "",
+        "Each pair shares everything (data, seed, model, solver, optimiser, budget) but the regularisation "
+        "group: `none`, or RNODE's kinetic energy int ||f||^2 dt and Jacobian Frobenius norm "
+        "int ||df/dz||_F^2 dt (Hutchinson, noise fixed within a solve) integrated along the same solve and "
+        "added to the loss with the weights shown. MNIST uses `configs/regularization/rnode_mnist.yaml` "
+        "(starting weights, not tuned; see that file), the CNF `rnode.yaml`.",
+        "",
+        "## Goals (issue 19, stated for the quick profile on CPU)",
+        "",
+        *[f"- {goal.line()}" for goal in found],
+        "",
+    ]
+    if profile != "quick":
+        lines += [f"The goals are stated for the quick profile; these are {profile}-profile runs.", ""]
+    lines += [
+        "| experiment | run | regularisation | test error / held-out NLL | forward NFE / iteration, first "
+        "-> last epoch | backward NFE / iteration, first -> last epoch | seconds / iteration | training "
+        "wall time, s | training CPU time, s | epochs (iterations) | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        label = "MNIST ODE-Net" if row["experiment"] == "mnist" else f"CNF, {row['dataset']}"
+        if row["status"].startswith("missing"):
+            lines.append(f"| {label} | {row['run']} | - | - | - | - | - | - | - | - | {row['status']} |")
+            continue
+        metric = (
+            f"{row['test_error_pct']:.2f}%"
+            if row["test_error_pct"] is not None
+            else _cell(row["test_nll"], ".3f")
+        )
+        wall = _cell(row["train_wall_s"], ".1f") if row["train_wall_s"] is not None else "not recorded"
+        cpu = _cell(row["train_cpu_s"], ".1f") if row["train_cpu_s"] is not None else "not recorded"
+        lines.append(
+            f"| {label} | {row['run']} | {row['regularization']} | {metric} | {_pair(row, 'nfe_forward')} | "
+            f"{_pair(row, 'nfe_backward')} | {row['seconds_per_iteration']:.3f} | {wall} | {cpu} | "
+            f"{row['epochs']} ({row['iterations']}) | {row['status']} |"
+        )
+    if all(r["status"].startswith("missing") for r in rows if r["experiment"] == "cnf"):
+        lines += ["", "The CNF rows are not yet run: `make regularization` trains them (commands above)."]
+    lines += [
+        "",
+        "NFE per iteration: the epoch's mean over its training steps (forward solve; backward = the "
+        "adjoint's backward solve). Seconds / iteration: mean over training of forward, backward and update "
+        "(batch preparation excluded). Training wall / CPU time: the sum over epochs of `wall_s` / `cpu_s` "
+        "in `epochs.csv` (the iterations with their batch preparation, evaluation excluded; CPU time is "
+        "the process's, all threads). Test error / NLL: the final epoch's, no checkpoint selection.",
+        "",
+        PAPER_NOTE,
+        "",
+        "Figure: `regularization.png` (forward and backward NFE per iteration over training, plain vs "
+        "regularised; MNIST beside the paper's Figure 3(d), then the CNF).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _running_mean(values: Sequence[float], window: int) -> list[float]:
+    out, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value - (values[index - window] if index >= window else 0.0)
+        out.append(total / min(index + 1, window))
+    return out
+
+
+def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any]], title: str) -> bytes:
+    """Forward and backward NFE over training (per iteration when TensorBoard logged it, epoch means as
+    markers), plain vs regularised: MNIST in the top row, the CNF runs in the bottom row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    panels = {("mnist", "forward"): axes[0, 0], ("mnist", "backward"): axes[0, 1],
+              ("cnf", "forward"): axes[1, 0], ("cnf", "backward"): axes[1, 1]}  # fmt: skip
+    drawn: set[tuple[str, str]] = set()
+    for index, spec in enumerate(specs_):
+        if spec not in results:
+            continue
+        per_epoch = results[spec]["batches_per_epoch"]
+        label = spec.run if spec.experiment == "mnist" else f"{spec.dataset}, {spec.run}"
+        color = f"C{index}"
+        for direction in ("forward", "backward"):
+            ax = panels[spec.experiment, direction]
+            series = read_training_series(spec.path, f"train_nfe_{direction}", f"nfe/{direction}")
+            if series["iteration"]:
+                x = [step / per_epoch for step in series["iteration"]]
+                ax.plot(x, series["iteration_value"], ".", color=color, alpha=0.15, markersize=2)
+                ax.plot(x, _running_mean(series["iteration_value"], 50), "-", color=color,
+                        label=f"{label} (running mean of 50 iterations)")  # fmt: skip
+            ax.plot(series["epoch"], series["epoch_value"], "o", color=color,
+                    label=None if series["iteration"] else label)  # fmt: skip
+            drawn.add((spec.experiment, direction))
+    names = {"mnist": "MNIST ODE-Net", "cnf": "CNF, maximum likelihood"}
+    for (experiment, direction), ax in panels.items():
+        paper = " (cf. paper Fig. 3(d))" if (experiment, direction) == ("mnist", "forward") else ""
+        ax.set(xlabel="training epoch", ylabel=f"{direction} NFE per iteration",
+               title=f"{names[experiment]}: {direction} NFE over training{paper}")  # fmt: skip
+        if (experiment, direction) in drawn:
+            ax.plot([], [], "o", color="gray", label="dots: epoch mean (at the epoch's end)")
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not yet run", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_results(
+    runs: Path, out: Path, profile: str, plain: str, regularized: str, cnf_regularized: str
+) -> tuple[list[dict[str, Any]], list[Goal]]:
+    """Read the runs, write the three files to ``out``; returns the rows and the goals."""
+    all_specs = specs(runs, profile, plain, regularized, cnf_regularized)
+    rows, results = [], {}
+    for spec in all_specs:
+        row, result = run_row(spec)
+        rows.append(row)
+        if result is not None:
+            results[spec] = result
+    found = goals(rows)
+    header = provenance([{**r, "experiment": s.experiment} for s, r in results.items()], profile)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / f"{STEM}.csv", rows)
+    atomic_write_text(out / f"{STEM}.md", markdown(rows, found, header, profile))
+    title = f"Plain vs RNODE-regularised training ({profile} profile, commit {git_commit(ROOT)})"
+    atomic_write_bytes(out / f"{STEM}.png", figure(all_specs, results, title))
+    return rows, found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--runs", default=str(ROOT / "runs"), help="the folder holding mnist/ and cnf/")
+    parser.add_argument("--out", default=None, help="default: results/ (quick), results/<profile>/ (others)")
+    parser.add_argument("--plain", default="default", help="run folder name of the plain runs")
+    parser.add_argument("--regularized", default=MNIST_REGULARIZED, help="the regularised MNIST run's")
+    parser.add_argument("--cnf-regularized", default=CNF_REGULARIZED, help="the regularised CNF runs'")
+    args = parser.parse_args()
+    out = Path(args.out) if args.out else ROOT / "results" / ("" if args.profile == "quick" else args.profile)
+    rows, found = write_results(
+        Path(args.runs), out, args.profile, args.plain, args.regularized, args.cnf_regularized
+    )
+    for row in rows:
+        if row["status"] != "ok":
+            print(f"{row['experiment']} {row['dataset']} {row['run']}: {row['status']}")
+    for goal in found:
+        print(goal.line())
+    print(f"-> {out / STEM}.md, .csv, .png")
+
+
+if __name__ == "__main__":
+    main()
