@@ -61,6 +61,13 @@ SECTIONS = (
     ),
     Section("Solver methods (order, stiffness)", ("method_table.md",), (), "python scripts/method_table.py"),
     Section("Benchmarks", ("bench.md",), ("bench_memory.png",), "make bench", ("bench.json",)),
+    Section(
+        "Benchmarks: stiff problems only",
+        ("bench_stiff/bench.md",),
+        (),
+        "make bench-stiff",
+        ("bench_stiff/bench.json",),
+    ),
 )
 
 

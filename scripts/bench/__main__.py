@@ -45,6 +45,7 @@ import argparse
 import datetime
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -187,6 +188,8 @@ def main() -> None:
         "total_seconds": time.perf_counter() - start,
         "case_seconds": {k: round(v, 1) for k, v in case_seconds.items()},
         "note": args.note,
+        "cases": list(args.cases),
+        "command": " ".join(["python -m scripts.bench", *sys.argv[1:]]),
     }
     write_results(result, out_dir)
     print(f"wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'} ({result['meta']['total_seconds']:.0f} s)")

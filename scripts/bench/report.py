@@ -75,7 +75,11 @@ def plot_memory(rows: list[dict], path: Path) -> None:
 def write_markdown(result: dict, path: Path) -> None:
     meta = result["meta"]
     libs = meta["libraries"]
-    out = ["# Performance benchmark (`make bench`)", ""]
+    cases = meta.get("cases")
+    if cases and not {"1", "3", "4", "5", "7", "8"} <= set(cases):  # a subset of the cases, not make bench
+        out = [f"# Performance benchmark, cases {', '.join(cases)} only (`{meta.get('command')}`)", ""]
+    else:
+        out = ["# Performance benchmark (`make bench`)", ""]
     if meta["quick"]:
         out += ["**Smoke run (`--quick`): tiny sizes and one repeat; these numbers mean nothing.**", ""]
     out += [
