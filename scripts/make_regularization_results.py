@@ -44,7 +44,7 @@ COLUMNS = (
     "experiment", "dataset", "run", "status", "run_dir", "regularization", "test_error_pct", "test_nll",
     "epochs", "iterations", "nfe_forward_first", "nfe_forward_last", "nfe_backward_first",
     "nfe_backward_last", "seconds_per_iteration", "train_wall_s", "train_cpu_s", "profile", "device",
-    "seed", "date", "commit",
+    "seed", "date", "commit", "command",
 )  # fmt: skip
 NUMBERS = COLUMNS[6:18]
 PAPER_NOTE = (
@@ -96,7 +96,8 @@ def _override(name: str) -> str:
 def run_row(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the run's row, its result.json): measured values, or a row saying the run is missing."""
     row: dict[str, Any] = {key: None for key in COLUMNS}
-    row.update(experiment=spec.experiment, dataset=spec.dataset, run=spec.run, run_dir=str(spec.path))
+    row.update(experiment=spec.experiment, dataset=spec.dataset, run=spec.run, run_dir=str(spec.path),
+               command=spec.command)  # fmt: skip
     path = spec.path / "result.json"
     if not path.exists():
         row["status"] = f"missing: run `{spec.command}`"
@@ -247,8 +248,9 @@ def markdown(
         "Each pair shares everything (data, seed, model, solver, optimiser, budget) but the regularisation "
         "group: `none`, or RNODE's kinetic energy int ||f||^2 dt and Jacobian Frobenius norm "
         "int ||df/dz||_F^2 dt (Hutchinson, noise fixed within a solve) integrated along the same solve and "
-        "added to the loss with the weights shown. MNIST uses `configs/regularization/rnode_mnist.yaml` "
-        "(starting weights, not tuned; see that file), the CNF `rnode.yaml`.",
+        "added to the loss with the weights shown (0 = off). MNIST uses "
+        "`configs/regularization/rnode_mnist.yaml` (the kinetic term alone; see that file), the CNF "
+        "`rnode.yaml`.",
         "",
         "## Goals (issue 19, stated for the quick profile on CPU)",
         "",
@@ -280,6 +282,10 @@ def markdown(
             f"{_pair(row, 'nfe_backward')} | {row['seconds_per_iteration']:.3f} | {wall} | {cpu} | "
             f"{row['epochs']} ({row['iterations']}) | {row['status']} |"
         )
+    lines += ["", "The runs (the command each folder's name stands for):", ""]
+    for row in rows:
+        label = "MNIST ODE-Net" if row["experiment"] == "mnist" else f"CNF, {row['dataset']}"
+        lines.append(f"- {label}, {row['run']}: `{row['command']}`")
     if all(r["status"].startswith("missing") for r in rows if r["experiment"] == "cnf"):
         lines += ["", "The CNF rows are not yet run: `make regularization` trains them (commands above)."]
     lines += [

@@ -33,7 +33,7 @@ COLUMNS = [
     "experiment", "dataset", "run", "status", "run_dir", "regularization", "test_error_pct", "test_nll",
     "epochs", "iterations", "nfe_forward_first", "nfe_forward_last", "nfe_backward_first",
     "nfe_backward_last", "seconds_per_iteration", "train_wall_s", "train_cpu_s", "profile", "device",
-    "seed", "date", "commit",
+    "seed", "date", "commit", "command",
 ]  # fmt: skip
 
 
@@ -91,7 +91,7 @@ def test_the_page_table_and_figure_are_written_with_every_run_measured_or_named_
             assert float(row[column]) > 0, (key, column)
         assert row["profile"] == "smoke" and row["commit"] and row["device"]
     assert by["mnist", "mnist", "plain"]["regularization"] == "none"
-    assert by["mnist", "mnist", "regularized"]["regularization"].startswith("rnode_mnist (kinetic 0.0001")
+    assert by["mnist", "mnist", "regularized"]["regularization"] == "rnode_mnist (kinetic 0.001)"
     assert (
         float(by["mnist", "mnist", "plain"]["test_error_pct"]) >= 0
         and by["cnf", "moons", "plain"]["test_nll"]
