@@ -236,14 +236,22 @@ def _pair(row: Mapping[str, Any], key: str) -> str:
 
 
 def markdown(
-    rows: Sequence[dict[str, Any]], found: Sequence[Goal], header: Sequence[str], profile: str
+    rows: Sequence[dict[str, Any]],
+    found: Sequence[Goal],
+    header: Sequence[str],
+    profile: str,
+    command: str | None = None,
+    note: str | None = None,
 ) -> str:
+    made_by = command or f"make regularization PROFILE={profile}"
     lines = [
         f"# Regularised neural ODEs (RNODE): NFE over training, plain vs regularised ({profile} profile)",
         "",
-        f"Made by `make regularization PROFILE={profile}` (scripts/make_regularization_results.py) from "
-        f"runs/mnist/{profile}/odenet/ and runs/cnf/{profile}/mle/.",
+        f"Made by `{made_by}` (scripts/make_regularization_results.py, the last step of `make "
+        f"regularization`, which trains the runs first) from runs/mnist/{profile}/odenet/ and "
+        f"runs/cnf/{profile}/mle/.",
         *header,
+        *([f"- Note: {note}"] if note else []),
         "",
         "Each pair shares everything (data, seed, model, solver, optimiser, budget) but the regularisation "
         "group: `none`, or RNODE's kinetic energy int ||f||^2 dt and Jacobian Frobenius norm "
@@ -361,7 +369,14 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
 
 
 def write_results(
-    runs: Path, out: Path, profile: str, plain: str, regularized: str, cnf_regularized: str
+    runs: Path,
+    out: Path,
+    profile: str,
+    plain: str,
+    regularized: str,
+    cnf_regularized: str,
+    command: str | None = None,
+    note: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Goal]]:
     """Read the runs, write the three files to ``out``; returns the rows and the goals."""
     all_specs = specs(runs, profile, plain, regularized, cnf_regularized)
@@ -375,7 +390,7 @@ def write_results(
     header = provenance([{**r, "experiment": s.experiment} for s, r in results.items()], profile)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{STEM}.csv", rows)
-    atomic_write_text(out / f"{STEM}.md", markdown(rows, found, header, profile))
+    atomic_write_text(out / f"{STEM}.md", markdown(rows, found, header, profile, command, note))
     title = f"Plain vs RNODE-regularised training ({profile} profile, commit {git_commit(ROOT)})"
     atomic_write_bytes(out / f"{STEM}.png", figure(all_specs, results, title))
     return rows, found
@@ -391,10 +406,21 @@ def main() -> None:
     parser.add_argument("--plain", default="default", help="run folder name of the plain runs")
     parser.add_argument("--regularized", default=MNIST_REGULARIZED, help="the regularised MNIST run's")
     parser.add_argument("--cnf-regularized", default=CNF_REGULARIZED, help="the regularised CNF runs'")
+    parser.add_argument("--note", default=None, help="a line for the page (e.g. how the machine was shared)")
     args = parser.parse_args()
+    # the command as run, without the note (the page shows it on its own line)
+    shown = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and sys.argv[i] != "--note"]
+    command = " ".join(["python scripts/make_regularization_results.py", *shown])
     out = Path(args.out) if args.out else ROOT / "results" / ("" if args.profile == "quick" else args.profile)
     rows, found = write_results(
-        Path(args.runs), out, args.profile, args.plain, args.regularized, args.cnf_regularized
+        Path(args.runs),
+        out,
+        args.profile,
+        args.plain,
+        args.regularized,
+        args.cnf_regularized,
+        command,
+        args.note,
     )
     for row in rows:
         if row["status"] != "ok":
