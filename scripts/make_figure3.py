@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from neuralode.analysis import SweepPoint, fit_ratio, read_training_nfe
+from neuralode.analysis import SweepPoint, fit_ratio, read_training_nfe, running_mean
 from neuralode.training import atomic_write_bytes, atomic_write_text, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,14 +35,6 @@ def load_points(points_dir: Path) -> list[dict[str, Any]]:
     points = [json.loads(path.read_text()) for path in paths]
     newest = points[-1]
     return [point for point in points if all(point[key] == newest[key] for key in SETUP)]
-
-
-def _running_mean(values: Sequence[float], window: int) -> list[float]:
-    out, total = [], 0.0
-    for index, value in enumerate(values):
-        total += value - (values[index - window] if index >= window else 0.0)
-        out.append(total / min(index + 1, window))
-    return out
 
 
 def write_figure3(
@@ -87,7 +79,7 @@ def write_figure3(
     if training["iteration"] and batches_per_epoch:
         epochs = [step / batches_per_epoch for step in training["iteration"]]
         d.plot(epochs, training["iteration_nfe"], ".", alpha=0.15, markersize=2, label="per iteration")
-        d.plot(epochs, _running_mean(training["iteration_nfe"], 50), "-", label="running mean (50)")
+        d.plot(epochs, running_mean(training["iteration_nfe"], 50), "-", label="running mean (50)")
     if training["epoch"]:
         d.plot(
             training["epoch"], training["epoch_nfe"], "o", color="k", label="epoch mean (at the epoch's end)"

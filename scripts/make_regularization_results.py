@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from neuralode.analysis import read_training_series  # noqa: E402
+from neuralode.analysis import read_training_series, running_mean  # noqa: E402
 from neuralode.training import atomic_write_bytes, atomic_write_text, write_csv  # noqa: E402
 from neuralode.training.reproducibility import git_commit  # noqa: E402
 
@@ -313,14 +313,6 @@ def markdown(
     return "\n".join(lines)
 
 
-def _running_mean(values: Sequence[float], window: int) -> list[float]:
-    out, total = [], 0.0
-    for index, value in enumerate(values):
-        total += value - (values[index - window] if index >= window else 0.0)
-        out.append(total / min(index + 1, window))
-    return out
-
-
 def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any]], title: str) -> bytes:
     """Forward and backward NFE over training (per iteration when TensorBoard logged it, epoch means as
     markers), plain vs regularised: MNIST in the top row, the CNF runs in the bottom row."""
@@ -345,7 +337,7 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
             if series["iteration"]:
                 x = [step / per_epoch for step in series["iteration"]]
                 ax.plot(x, series["iteration_value"], ".", color=color, alpha=0.15, markersize=2)
-                ax.plot(x, _running_mean(series["iteration_value"], 50), "-", color=color,
+                ax.plot(x, running_mean(series["iteration_value"], 50), "-", color=color,
                         label=f"{label} (running mean of 50 iterations)")  # fmt: skip
             ax.plot(series["epoch"], series["epoch_value"], "o", color=color,
                     label=None if series["iteration"] else label)  # fmt: skip

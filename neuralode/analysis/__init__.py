@@ -11,3 +11,4 @@ from .tolerance_sweep import measure_tolerance as measure_tolerance
 from .tolerance_sweep import reference_outputs as reference_outputs
 from .training_log import read_training_nfe as read_training_nfe
 from .training_log import read_training_series as read_training_series
+from .training_log import running_mean as running_mean

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -40,3 +41,13 @@ def read_training_nfe(mnist_run: str | os.PathLike[str]) -> dict[str, list[float
         "epoch": series["epoch"], "epoch_nfe": series["epoch_value"],
         "iteration": series["iteration"], "iteration_nfe": series["iteration_value"],
     }  # fmt: skip
+
+
+def running_mean(values: Sequence[float], window: int) -> list[float]:
+    """The mean of each value and the ``window - 1`` before it (fewer at the start): a per-iteration
+    series smoothed for plotting."""
+    out, total = [], 0.0
+    for index, value in enumerate(values):
+        total += value - (values[index - window] if index >= window else 0.0)
+        out.append(total / min(index + 1, window))
+    return out

@@ -10,7 +10,6 @@ with a fresh Jacobian raises :class:`StepFailed`: the engine rejects it and retr
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,10 +104,10 @@ def _solve_stages(
     A stage has converged when the scaled update (RMS of dz / scale), or the error it predicts from
     the contraction theta (theta / (1 - theta) * |dz|), is under NEWTON_TOL; theta >= 1 is divergence.
     ``perturb_end``: the step ends on a discontinuity of func, so stages at c >= 1 are evaluated just
-    inside t + dt (kvaerno5's c = 1.23 stage too, clamped to the step's end). ``attach``: Newton runs
-    without autograd and each converged stage gets its gradient from ``attach`` (matrix-free
-    Newton-Krylov, whose iterations are not differentiable); without it, autograd differentiates
-    through the iterations.
+    inside t + dt (kvaerno5's c = 1.23 stage too, clamped to the step's end). ``attach``: Newton
+    iterates on detached states (``update`` must then build no graph) and each converged stage gets
+    its gradient from ``attach`` (matrix-free Newton-Krylov, whose iterations are not differentiable);
+    without it, autograd differentiates through the iterations.
     """
     if not callable(update):
         update = lu_update(func, update)
@@ -128,9 +127,8 @@ def _solve_stages(
             z = z.detach()
         for _ in range(max_iters):
             iters += 1
-            with torch.no_grad() if attach is not None else contextlib.nullcontext():
-                dz = update(ti, z, perturb, target, gdt)
-                z = z - dz
+            dz = update(ti, z, perturb, target, gdt)  # with ``attach``: from detached inputs, no graph
+            z = z - dz
             with torch.no_grad():
                 size = float(torch.linalg.vector_norm(dz.detach() / scale)) / root_n
             if not math.isfinite(size):
@@ -159,6 +157,15 @@ def _factorize(jac: Tensor, dt: float, gamma: float) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
         eye = torch.eye(jac.shape[0], dtype=jac.dtype, device=jac.device)
         return torch.linalg.lu_factor(eye - (dt * gamma) * jac)
+
+
+def failed_step(result: _Stages, dtab: ESDIRKDeviceTableau, y: Tensor) -> tuple[Tensor, Tensor]:
+    """A step whose Newton iteration failed: NaN stages and state where it became non-finite (the
+    engine's non-finite retry), else :class:`StepFailed` (rejected, retried 4x shorter)."""
+    if result.nonfinite:
+        nan = torch.full((dtab.num_stages, y.numel()), math.nan, dtype=y.dtype, device=y.device)
+        return nan, nan[0]
+    raise StepFailed(FAILED_SHRINK)
 
 
 def newton_scale(y: Tensor, rtol: float | Tensor, atol: float | Tensor) -> Tensor:
@@ -212,10 +219,7 @@ class NewtonStepper:
             if self.jac_y is not y:  # an old Jacobian: take one here and retry before shrinking
                 self._jacobian(func, t, y, dt)
                 continue
-            if result.nonfinite:
-                nan = torch.full((dtab.num_stages, y.numel()), math.nan, dtype=y.dtype, device=y.device)
-                return nan, nan[0]
-            raise StepFailed(FAILED_SHRINK)
+            return failed_step(result, dtab, y)
 
     def _jacobian(self, func, t: float, y: Tensor, dt: float) -> None:
         inward = 1.0 if dt > 0 else -1.0  # just after a jump, the Jacobian of the side being entered

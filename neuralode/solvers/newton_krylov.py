@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 from ..stats import PassCounts
-from .adaptive import StepFailed
-from .esdirk import FAILED_SHRINK, NEWTON_TOL, ESDIRKDeviceTableau, _solve_stages, newton_scale
+from .esdirk import NEWTON_TOL, ESDIRKDeviceTableau, _solve_stages, failed_step, newton_scale
 from .krylov import Linearization, gmres
 
 # Inexact Newton: each linear solve cuts its (scaled) residual 1000x, or to 1e-4 of Newton's stopping
@@ -70,7 +69,6 @@ class KrylovStepper:
 
         def update(ti: float, z: Tensor, perturb: float, explicit: Tensor, gdt: float) -> Tensor:
             lin = Linearization(func, ti, z, perturb, self.jvp)
-            self.jvp = lin.mode  # resolved once per solve ("auto" -> what this field allows)
             residual = (z - explicit - gdt * lin.value) / scale
             solved = gmres(
                 lambda u: u - gdt * lin.jvp(u * scale) / scale,
@@ -81,6 +79,7 @@ class KrylovStepper:
                 max_iters=self.krylov_max_iters,
             )
             self.counts.n_krylov_iters += solved.iters
+            self.jvp = lin.mode  # a fallback it took (forward mode -> double-backward) holds for the solve
             return solved.x * scale
 
         result = _solve_stages(
@@ -89,10 +88,7 @@ class KrylovStepper:
         self.counts.n_newton_iters += result.iters
         if result.ks is not None:
             return torch.stack(result.ks), result.y1
-        if result.nonfinite:
-            nan = torch.full((dtab.num_stages, y.numel()), math.nan, dtype=y.dtype, device=y.device)
-            return nan, nan[0]
-        raise StepFailed(FAILED_SHRINK)
+        return failed_step(result, dtab, y)
 
     def _attach(self, func, scale: Tensor):
         """The stage gradient of :func:`_solve_stages`: z* carrying the derivative of the stage

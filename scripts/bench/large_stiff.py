@@ -29,7 +29,7 @@ from neuralode.training.monitor import current_rss_mb, peak_rss_mb, reset_peak_r
 
 from .config import ROOT
 from .harness import Timed
-from .stiff_cases import scaled_error
+from .stiff_cases import cell, scaled_error
 
 F64 = torch.float64
 K, C, T_END = 1e4, 100.0, 2.0
@@ -191,9 +191,6 @@ def large_stiff_lines(rows: list[dict]) -> list[str]:
     """Case 11's table."""
     if not rows:
         return []
-
-    def cell(value, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
 
     out = [
         "## Case 11: a stiff reaction-diffusion system, matrix-free (issue 22)",

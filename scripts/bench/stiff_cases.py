@@ -15,8 +15,7 @@ Radau at rtol 1e-12 (Robertson: 1e-11) with the analytic Jacobian. Steps: neural
 kvaerno5 and the SciPy rows are timed over repeats; kvaerno3 and dopri5 (slow, read by no target) once.
 Equal error: kvaerno5 and Radau are swept over rtol (atol scaled with it); Radau's steps at
 kvaerno5's error are read off Radau's sweep by log-log interpolation (and the other way round).
-The 100,000-state Krylov row (the matrix-free path) is another function's job; its rows go in the
-same table (``case9_stiff`` rows with ``problem`` set to its name).
+The 100,000-state matrix-free problem is case 11 (large_stiff.py), with its own table.
 """
 
 from __future__ import annotations
@@ -287,13 +286,15 @@ def stiff_target_rows(result: dict, targets: dict) -> list[tuple[str, str, bool 
     return rows_out
 
 
+def cell(value, fmt: str) -> str:
+    """A table cell: the value in ``fmt``, or "-" where it was not measured (None)."""
+    return "-" if value is None else format(value, fmt)
+
+
 def stiff_lines(rows: list[dict], sweep: list[dict]) -> list[str]:
     """Case 9's tables: every method at the benchmark's rtol per problem, then the rtol sweep."""
     if not rows:
         return []
-
-    def cell(value, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
 
     out = [
         "## Case 9: stiff problems (issue 22)",
