@@ -57,9 +57,12 @@ def odeint(
             (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
             rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
             says how each sample ended. Explicit Runge-Kutta methods only (adaptive, or fixed-grid on
-            each sample's own grid). With ``event_fn`` (a fixed-grid method needs ``step_size``) every
-            sample stops at its own event: event_fn gets t as (B,) and returns (B,) or (B, K) values,
-            ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
+            each sample's own grid). The adaptive ones honour ``jump_t``/``step_t``: each sample's steps
+            end on every such time inside its own span, and a jump_t is treated as a discontinuity
+            (func from inside the step, evaluated again past it), as in joint mode. With ``event_fn``
+            (a fixed-grid method needs ``step_size``) every sample stops at its own event: event_fn
+            gets t as (B,) and returns (B,) or (B, K) values, ``t`` is [t0] / [t0, t1] or (B, 1) /
+            (B, 2), and event_t is (B,).
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.
@@ -108,7 +111,9 @@ def odeint_adjoint(
         per_sample: as in :func:`odeint`: each sample's backward solve takes its own steps, batched
             (adaptive methods: error-controlled per sample, dL/dparams left out of the error control;
             fixed-grid methods: over its own forward grid reversed); dL/dparams is summed over samples.
-            ``adjoint_method`` must be of the same kind (adaptive or fixed-grid) as ``method``.
+            ``adjoint_method`` must be of the same kind (adaptive or fixed-grid) as ``method``. With
+            ``jump_t``/``step_t`` the backward solve stops at them too (unless ``adjoint_options`` are
+            given without them).
 
     Other arguments, the return value and the errors are those of :func:`odeint`. Gradients with
     respect to y0, every parameter (zero if unused) and every entry of t are returned.
@@ -160,7 +165,7 @@ def odeint_checkpoint(
         per_sample: as in :func:`odeint` (adaptive and fixed-grid methods): the per-sample steps are
             recorded (a fixed grid: the grid), the batch's state is stored every ``checkpoint_every``
             lockstep steps, and backward replays each piece (the gradients of
-            ``odeint(..., per_sample=True)``, to rounding).
+            ``odeint(..., per_sample=True)``, to rounding), with ``jump_t``/``step_t`` too.
         stats: a :class:`SolveStats`; ``forward`` is set now (``n_checkpoints``: states stored),
             ``backward`` (the replay's evaluations) when backward runs.
 
@@ -169,7 +174,8 @@ def odeint_checkpoint(
 
     Raises:
         ValueError: also for a method or option whose steps cannot be replayed exactly: supported are
-            the explicit adaptive Runge-Kutta family (without ``jump_t``) and explicit fixed-grid RK.
+            the explicit adaptive Runge-Kutta family (without ``jump_t``, except with
+            ``per_sample=True``) and explicit fixed-grid RK.
     """
     gradient = Checkpointed(every=checkpoint_every)
     common = {"rtol": rtol, "atol": atol, "method": method, "options": options, "event_fn": event_fn}

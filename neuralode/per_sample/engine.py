@@ -7,7 +7,9 @@ products and sums, not matrix products), so a sample's steps and answer do not d
 samples share its batch, to rounding: torch's reductions may order a sum differently for a larger
 batch (a last-bit difference in a few entries of a 256-sample batch), and are the same for the small
 batches of the tests, bit for bit. Finished and failed samples take zero-length steps (their state is
-left exactly as it was); with ``compact`` func is called on the running rows only.
+left exactly as it was); with ``compact`` func is called on the running rows only. The options
+jump_t/step_t stop every sample at each such time inside its own span (:class:`SampleStops`); without
+them the steps pay nothing for it.
 """
 
 from __future__ import annotations
@@ -94,6 +96,58 @@ class _Sense:
         if self.sign == -1.0:
             return (a - b) <= 0
         return self.rows * (a - b) >= 0
+
+
+class SampleStops:
+    """options jump_t/step_t as each sample's stops, in its direction of integration: ``times`` (B, S),
+    the stops strictly inside the sample's span (t0, t_end), padded with direction * inf (never reached;
+    one such column at least); ``jumps`` (B, S) bool, a jump_t (func is discontinuous there), or None
+    when there is no jump_t at all (step_t only: no step needs the discontinuity's treatment)."""
+
+    def __init__(self, times: Tensor, jumps: Tensor | None) -> None:
+        self.times, self.jumps = times, jumps
+        self.next = torch.zeros(times.shape[0], dtype=torch.long, device=times.device)
+
+    def at(self, t1: Tensor, sense: _Sense) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The step ends t1 clipped to each row's next stop; which rows end on it; which end on a jump."""
+        stop_t = self.times.gather(1, self.next[:, None]).squeeze(1)
+        hit = sense.reached(t1, stop_t)
+        at_jump = None if self.jumps is None else hit & self.jumps.gather(1, self.next[:, None]).squeeze(1)
+        return torch.where(hit, stop_t, t1), hit, at_jump
+
+
+def sample_stops(
+    jump_t: Tensor | None, step_t: Tensor | None, t0: Tensor, t_end: Tensor, direction: Tensor
+) -> SampleStops | None:
+    """Each sample's :class:`SampleStops` (None without jump_t and step_t: the steps pay nothing)."""
+    if jump_t is None and step_t is None:
+        return None
+
+    def as_times(v: Tensor | None) -> Tensor:
+        return t0.new_zeros(0) if v is None else v.detach().to(device=t0.device, dtype=torch.float64)
+
+    jumps = as_times(jump_t)
+    values = torch.unique(torch.cat([jumps, as_times(step_t)]))
+    is_jump = torch.isin(values, jumps)
+    span = (direction * (t_end - t0))[:, None]
+    ahead = direction[:, None] * (values[None, :] - t0[:, None])
+    inside = (ahead > 0) & (ahead < span)
+    key = torch.where(inside, direction[:, None] * values[None, :], math.inf)
+    key, order = key.sort(dim=1)
+    found = torch.isfinite(key)
+    never = (direction * math.inf)[:, None]  # and one more column: the stop after the last one
+    stops = torch.cat([torch.where(found, values[order], never), never], dim=1)
+    if jump_t is None or not bool((is_jump[order] & found).any()):
+        return SampleStops(stops, None)
+    return SampleStops(
+        stops, torch.cat([is_jump[order] & found, torch.zeros_like(never, dtype=torch.bool)], dim=1)
+    )
+
+
+def _nudged(t: Tensor, dtype: torch.dtype, towards: Tensor) -> Tensor:
+    """t moved to the next representable time towards ``towards`` (+-inf per row) in func's dtype (a
+    float64 nudge would vanish when cast to float32), as the joint engine's ``time_tensor``."""
+    return torch.nextafter(t.to(dtype), towards.to(dtype)).to(torch.float64)
 
 
 class SampleController:
@@ -248,6 +302,12 @@ class SampleRKSolver:
             counts = {"n_steps": n_steps, "n_accepted": n_accepted, "n_rejected": n_steps.clone()}
             return self._assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts)
         next_tau = times[:, 1].clone()  # each sample's next output time
+        # options jump_t/step_t: every sample's steps end on its stops; at a jump_t the step's last
+        # stages see func from inside the step and the derivative is evaluated again after it
+        stops = sample_stops(opts.jump_t, opts.step_t, t, t_end, direction)
+        hit = at_jump = None
+        # the time f0 was evaluated at (just past a jump_t after one), for the quadrature's first stage
+        t_f0 = t.clone() if stops is not None and stops.jumps is not None else None
 
         f0 = func(t, y)
         if opts.first_step is not None:
@@ -271,6 +331,8 @@ class SampleRKSolver:
             t1 = torch.where(sense.reached(t1, t_end), t_end, t1)  # end exactly on the last time
             if jump is not None:  # and on every output time, where the state jumps
                 t1 = torch.where(sense.reached(t1, next_tau), next_tau, t1)
+            if stops is not None:  # and on every stop
+                t1, hit, at_jump = stops.at(t1, sense)
             dt = torch.where(run, t1 - t, 0.0)
             stuck = run & (t + dt == t)
             out_of_steps = run & (n_steps >= max_steps)
@@ -297,7 +359,10 @@ class SampleRKSolver:
             else:
                 stages_a = stages
             dt_col = dt_a.to(dtype)[:, None]
-            y1_a, inputs, stage_times = self.step(func, dtab, coeffs, stages_a, y_a, t_a, dt_a, f0_a, active)
+            ends_on_jump = None if at_jump is None or not bool(at_jump.any()) else _take1(at_jump, active)
+            y1_a, inputs, stage_times = self.step(
+                func, dtab, coeffs, stages_a, y_a, t_a, dt_a, f0_a, active, ends_on_jump
+            )
             k_all = stages_a.first(dtab.num_stages)
             ratio_a = self._ratio(
                 k_all, coeffs, y_a, y1_a, dt_col, _take1(rtol, active), _take1(atol, active), norm
@@ -314,8 +379,13 @@ class SampleRKSolver:
             accept = run & (passed | (dt.abs() <= opts.min_step) if opts.min_step > 0 else passed)
             n_accepted += accept
             if record is not None and bool(accept.any()):
-                record.step(t, t1, accept, y, next_out)
+                if at_jump is None:
+                    record.step(t, t1, accept, y, next_out)
+                else:  # what a replay needs to treat the jumps as this solve does
+                    record.step(t, t1, accept, y, next_out, accept & at_jump, t_f0)
             if quadrature is not None and bool(accept.any()):
+                if t_f0 is not None:
+                    stage_times[0] = _take1(t_f0, active)
                 quadrature.add(dt_a, stage_times, inputs, _take1(accept, active))
             finite = torch.isfinite(ratio)
             if not bool(finite.all()):
@@ -364,6 +434,11 @@ class SampleRKSolver:
                             f_new = func(_take1(t1, active), _take1(y1, active), active)
                             f_new = f_new if active is None else _scatter(f1, active, f_new)
                             f1 = torch.where(jumped[:, None], f_new, f1)  # the derivative after the jump
+                if stops is not None:
+                    stops.next = stops.next + (accept & hit)
+                    if at_jump is not None:  # the derivative after the discontinuity, from outside
+                        f1, f1_time = self.after_jumps(func, t1, y1, f1, accept & at_jump, direction)
+                        t_f0 = torch.where(accept, f1_time, t_f0)
                 acc_col = accept[:, None]
                 y = torch.where(acc_col, y1, y)
                 f0 = torch.where(acc_col, f1, f0)
@@ -405,16 +480,40 @@ class SampleRKSolver:
         event.k = torch.where(found, k, event.k)
         return interp(tau)
 
+    def after_jumps(
+        self, func, t1: Tensor, y1: Tensor, f1: Tensor, jumped: Tensor, direction: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """f1 with the ``jumped`` rows' derivative evaluated again just past their step's end (a jump_t),
+        and the times f1 was evaluated at; with ``compact`` on those rows only."""
+        if not bool(jumped.any()):
+            return f1, t1
+        after = _nudged(t1, f1.dtype, direction * math.inf)
+        if self.compact:
+            rows = jumped.nonzero().flatten()
+            f1 = _scatter(f1, rows, func(after[rows], y1[rows], rows))
+        else:
+            f1 = torch.where(jumped[:, None], func(after, y1, None), f1)
+        return f1, torch.where(jumped, after, t1)
+
     @staticmethod
-    def step(func, dtab, coeffs, stages: _Stages, y, t, dt, f0, active) -> tuple[Tensor, list, list]:
+    def step(
+        func, dtab, coeffs, stages: _Stages, y, t, dt, f0, active, ends_on_jump: Tensor | None = None
+    ) -> tuple[Tensor, list, list]:
         """One step of the tableau for every row (dt (B,) float64, 0 for a row that stays): fills
-        ``stages``; returns y1 and the stage inputs and times."""
+        ``stages``; returns y1 and the stage inputs and times. ``ends_on_jump`` ((B,) bool): those
+        rows' stages at c = 1 are evaluated just inside the step (func is discontinuous at its end)."""
         dt_col = dt if dt.dtype == y.dtype else dt.to(y.dtype)
         dt_col = dt_col[:, None]
         stages.reset(f0)
         inputs = [y]
         stage_times = list((t + coeffs.c * dt).unbind(0))  # (stages, B) in two operations
         stage_times[0] = t
+        if ends_on_jump is not None:
+            inward = torch.sign(dt) * math.inf
+            for i in range(1, dtab.num_stages):
+                if float(dtab.c[i]) == 1.0:
+                    nudged = _nudged(stage_times[i], y.dtype, -inward)
+                    stage_times[i] = torch.where(ends_on_jump, nudged, stage_times[i])
         for i in range(1, dtab.num_stages):
             yi = y + _weighted(stages.first(i), coeffs.a[i]) * dt_col
             inputs.append(yi)

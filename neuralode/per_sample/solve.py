@@ -220,9 +220,6 @@ def _engine(solver: Any, method: str, config: PerSample):
                 "per_sample=True measures each sample's error with the RMS norm: options['norm'] must be "
                 "left unset or 'rms'"
             )
-        for name in ("jump_t", "step_t"):
-            if getattr(opts, name) is not None:
-                raise ValueError(f"per_sample=True does not support options[{name!r}] yet")
         return SampleRKSolver(solver.tableau, opts, config.compact)
     if explicit and isinstance(solver, FixedGridSolver) and type(solver).step is FixedGridSolver.step:
         return SampleGridSolver(solver.tableau, opts)
