@@ -267,7 +267,9 @@ class RowNewton:
             jac = self.jac[index]
             eye = torch.eye(jac.shape[1], dtype=jac.dtype, device=jac.device)
             lu, pivots = torch.linalg.lu_factor(eye - (dt[where] * self.gamma).to(jac.dtype)[:, None, None] * jac)
-        self.lu[index], self.pivots[index] = lu, pivots
+        # out of place: lu_solve's backward keeps the factors of the steps before
+        self.lu = self.lu.index_put((index,), lu)
+        self.pivots = self.pivots.index_put((index,), pivots)
         self.lu_dt[index] = dt[where]
         self.has_lu[index] = True
         self.n_factorizations[index] += 1
