@@ -57,9 +57,13 @@ def row_jacobian(func, t: Tensor, y: Tensor, rows: Tensor | None) -> Tensor:
         # cotangent k is e_k in every row: its gradient is row k of every sample's Jacobian
         eye = torch.eye(n, dtype=f.dtype, device=f.device)[:, None, :].expand(n, m, n)
         try:
-            (jac,) = torch.autograd.grad(f, y_, eye, is_grads_batched=True, allow_unused=True, retain_graph=True)
+            (jac,) = torch.autograd.grad(
+                f, y_, eye, is_grads_batched=True, allow_unused=True, retain_graph=True
+            )
         except RuntimeError:
-            grads = [torch.autograd.grad(f, y_, eye[k], allow_unused=True, retain_graph=True)[0] for k in range(n)]
+            grads = [
+                torch.autograd.grad(f, y_, eye[k], allow_unused=True, retain_graph=True)[0] for k in range(n)
+            ]
             jac = None if grads[0] is None else torch.stack(grads)
     if jac is None:
         return torch.zeros(m, n, n, dtype=y.dtype, device=y.device)
@@ -83,7 +87,9 @@ class _ESDIRKCoefficients:
     """An ESDIRK pair's weights as (k, 1, 1) tensors (the explicit parts of the stage rows, b and the
     error weights), as the per-sample engine's ``_Coefficients``, with the solve's :class:`RowNewton`."""
 
-    def __init__(self, tab: ESDIRKTableau, dtype: torch.dtype, device: torch.device, newton: RowNewton) -> None:
+    def __init__(
+        self, tab: ESDIRKTableau, dtype: torch.dtype, device: torch.device, newton: RowNewton
+    ) -> None:
         def col(values) -> Tensor:
             return torch.tensor(list(values), dtype=dtype, device=device).reshape(-1, 1, 1)
 
@@ -164,7 +170,11 @@ class RowNewton:
             y1 = torch.where(bad[:, None], math.nan, y1)
         if bool(failed_a.any()):
             y1 = torch.where(failed_a[:, None], y, y1)
-            self.failed = failed_a if rows is None else torch.zeros(batch, dtype=torch.bool, device=y.device).index_put((rows,), failed_a)
+            self.failed = (
+                failed_a
+                if rows is None
+                else torch.zeros(batch, dtype=torch.bool, device=y.device).index_put((rows,), failed_a)
+            )
         else:
             self.failed = None
         stages.reset(ks[0])
@@ -266,7 +276,9 @@ class RowNewton:
         with torch.no_grad():
             jac = self.jac[index]
             eye = torch.eye(jac.shape[1], dtype=jac.dtype, device=jac.device)
-            lu, pivots = torch.linalg.lu_factor(eye - (dt[where] * self.gamma).to(jac.dtype)[:, None, None] * jac)
+            lu, pivots = torch.linalg.lu_factor(
+                eye - (dt[where] * self.gamma).to(jac.dtype)[:, None, None] * jac
+            )
         # out of place: lu_solve's backward keeps the factors of the steps before
         self.lu = self.lu.index_put((index,), lu)
         self.pivots = self.pivots.index_put((index,), pivots)
@@ -305,4 +317,3 @@ class SampleESDIRKSolver(SampleRKSolver):
     def _dense_stages(self, dtab, stages, f1_a, y_a, t, dt_a, active, func) -> list[Tensor]:
         """The stages (stiffly accurate: the last is f(t1, y1)); the Hermite interpolant needs no more."""
         return list(stages)
-
