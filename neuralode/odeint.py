@@ -56,8 +56,9 @@ def odeint(
             receives t as a (B,) tensor (one time per sample) and y as (B, ...); ``t`` may be (T,) or
             (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
             rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
-            says how each sample ended. Explicit Runge-Kutta methods only (adaptive, or fixed-grid on
-            each sample's own grid). With ``event_fn`` (a fixed-grid method needs ``step_size``) every
+            says how each sample ended. Explicit Runge-Kutta methods (adaptive, or fixed-grid on
+            each sample's own grid) and kvaerno3/kvaerno5 (dense Newton block per sample; no krylov).
+            With ``event_fn`` (a fixed-grid method needs ``step_size``) every
             sample stops at its own event: event_fn gets t as (B,) and returns (B,) or (B, K) values,
             ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
 
