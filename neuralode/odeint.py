@@ -56,13 +56,13 @@ def odeint(
             receives t as a (B,) tensor (one time per sample) and y as (B, ...); ``t`` may be (T,) or
             (B, T) (a row of output times per sample, each strictly monotone, directions may differ);
             rtol/atol numbers or (B,) tensors; ``stats`` fields are (B,) tensors and ``stats.status``
-            says how each sample ended. Explicit Runge-Kutta methods only (adaptive, or fixed-grid on
-            each sample's own grid). The adaptive ones honour ``jump_t``/``step_t``: each sample's steps
-            end on every such time inside its own span, and a jump_t is treated as a discontinuity
-            (func from inside the step, evaluated again past it), as in joint mode. With ``event_fn``
-            (a fixed-grid method needs ``step_size``) every sample stops at its own event: event_fn
-            gets t as (B,) and returns (B,) or (B, K) values, ``t`` is [t0] / [t0, t1] or (B, 1) /
-            (B, 2), and event_t is (B,).
+            says how each sample ended. Explicit Runge-Kutta methods (adaptive, or fixed-grid on
+            each sample's own grid) and kvaerno3/kvaerno5 (a dense Newton block per sample; no krylov).
+            The explicit adaptive ones honour ``jump_t``/``step_t``: each sample's steps end on every
+            such time inside its own span, and a jump_t is treated as a discontinuity (func from inside
+            the step, evaluated again past it), as in joint mode. With ``event_fn`` (a fixed-grid method
+            needs ``step_size``) every sample stops at its own event: event_fn gets t as (B,) and returns
+            (B,) or (B, K) values, ``t`` is [t0] / [t0, t1] or (B, 1) / (B, 2), and event_t is (B,).
 
     Returns:
         ``(T, *y0.shape)`` (a tuple of such for a tuple y0); ``t`` of length 1 returns y0 stacked.

@@ -19,6 +19,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..solvers.esdirk import FAILED_SHRINK
 from ..solvers.options import AdaptiveOptions, resolve_max_num_steps
 from ..solvers.runge_kutta import DeviceTableau
 from ..solvers.tableau import ButcherTableau
@@ -209,6 +210,8 @@ class _Coefficients:
         self.b_err = col(tab.b_err)
         self.b_err_secondary = None if tab.b_err_secondary is None else col(tab.b_err_secondary)
 
+    newton = None  # explicit: no Newton state (the per-sample ESDIRK's coefficients carry theirs)
+
 
 def _weighted(stages: Tensor, weights: Tensor) -> Tensor:
     """sum_j w_j K_j over the leading (stage) dimension."""
@@ -274,8 +277,8 @@ class SampleRKSolver:
         func, y = problem.func, problem.y0
         batch, n = y.shape
         dtype, device = y.dtype, y.device
-        dtab = DeviceTableau(tab, dtype, device)
-        coeffs = _Coefficients(tab, dtype, device)
+        dtab, coeffs = self.device_tableaux(problem)
+        newton = coeffs.newton  # an implicit method's per-row Newton state (None: explicit)
         times, n_out = problem.times, problem.times.shape[1]
         direction = problem.direction
         t = times[:, 0].clone()
@@ -373,10 +376,18 @@ class SampleRKSolver:
                 ratio = _scatter(torch.zeros_like(t), active, ratio_a)
                 y1 = _scatter(y, active, y1_a)
 
+            failed = None if newton is None else newton.failed  # rows whose Newton iteration failed
+            if failed is not None:
+                ratio = torch.where(failed, 2.0, ratio)
+
             # a non-finite ratio (NaN) fails "<= 1": the step is rejected and retried ten times shorter
             # (a running row's dt is never 0, so with min_step 0 the second test never passes a step)
             passed = ratio <= 1.0
             accept = run & (passed | (dt.abs() <= opts.min_step) if opts.min_step > 0 else passed)
+            if failed is not None:  # rejected, retried 4x shorter; at min_step the row cannot go on
+                accept = accept & ~failed
+                if opts.min_step > 0:
+                    status = torch.where(failed & (dt.abs() <= opts.min_step), UNDERFLOW, status)
             n_accepted += accept
             if record is not None and bool(accept.any()):
                 if at_jump is None:
@@ -444,6 +455,10 @@ class SampleRKSolver:
                 f0 = torch.where(acc_col, f1, f0)
                 t = torch.where(accept, t1, t)
             h_next = controller.next_step(dt.abs(), ratio, accept)
+            if newton is not None:
+                newton.accepted(accept)
+                if failed is not None:
+                    h_next = torch.where(failed, dt.abs() * FAILED_SHRINK, h_next)
             if bad is not None:
                 h_next = torch.where(bad, dt.abs() * 0.1, h_next)
             else:  # a rejected step a few ULPs long that cannot shrink any more
@@ -454,11 +469,19 @@ class SampleRKSolver:
             run = status == RUNNING
 
         counts = {"n_steps": n_steps, "n_accepted": n_accepted, "n_rejected": n_steps - n_accepted}
+        if newton is not None:
+            counts.update(newton.counts())
         if carry is not None:
             carry.h = h
         if event is not None:
             t = torch.where(torch.isnan(event.tau), t, event.tau)
         return self._assemble(batch, n_out, n, out_rows, out_cols, out_vals, y, status, t, counts)
+
+    def device_tableaux(self, problem: SampleProblem) -> tuple[DeviceTableau, _Coefficients]:
+        """The tableau on the solve's device, and its weights as the per-sample steps use them (with
+        an implicit method's per-solve Newton state as ``newton``), made once per solve."""
+        y = problem.y0
+        return DeviceTableau(self.tableau, y.dtype, y.device), _Coefficients(self.tableau, y.dtype, y.device)
 
     def _locate(
         self, event, dtab, stages, f1_a, y_a, y1, t, t1, dt, dt_a, found, active, func

@@ -15,7 +15,9 @@ from ..gradients import Adjoint, Checkpointed
 from ..solution import Solution
 from ..solvers import DEFAULT_METHOD
 from ..solvers.adaptive import AdaptiveRKSolver
+from ..solvers.esdirk_methods import ESDIRKSolver
 from ..solvers.fixed_grid import FixedGridSolver
+from ..solvers.implicit import MAX_NEWTON_SIZE
 from ..solvers.options import resolve_max_num_steps
 from ..solvers.tableau import ButcherTableau
 from ..stats import PassCounts, SolveStats
@@ -23,6 +25,7 @@ from .adjoint import PerSampleAdjoint
 from .checkpointed import PerSampleCheckpoint
 from .config import PerSample
 from .engine import SampleRKSolver
+from .esdirk import SampleESDIRKSolver
 from .events import SampleEvent, attach_sample_event_gradient
 from .fixed_grid import SampleGridSolver
 from .outcome import failure_error, status_names
@@ -50,7 +53,12 @@ def solve_per_sample(
     layout = SampleLayout(tuple(y0) if not isinstance(y0, Tensor) else y0)
     method = DEFAULT_METHOD if method is None else method
     solver = make_solver(method, options)
-    engine = _engine(solver, method, config)
+    engine = _engine(solver, method, config, layout.size)
+    if isinstance(engine, SampleESDIRKSolver) and isinstance(gradient, Checkpointed):
+        raise ValueError(
+            f"odeint_checkpoint with per_sample=True does not support method={method!r} (its Newton "
+            "iterations are not replayed per sample): use odeint or odeint_adjoint, or per_sample=False"
+        )
     if event_fn is not None:
         _check_event_args(event_fn, engine, gradient, method)
     batch, dtype, device = layout.batch, layout.dtype, layout.device
@@ -179,8 +187,8 @@ def _adjoint_info(
     defaulting to the forward one's, options without "norm")."""
     backward_method = gradient.method or method
     solver = make_solver(backward_method, backward_options(gradient.options, options), arg="adjoint_method")
-    backward = _engine(solver, backward_method, PerSample())
-    if type(backward) is not type(engine):
+    backward = _engine(solver, backward_method, PerSample(), 2 * layout.size)
+    if isinstance(backward, SampleRKSolver) is not isinstance(engine, SampleRKSolver):
         kind = "an adaptive" if isinstance(engine, SampleRKSolver) else "a fixed-grid"
         raise ValueError(
             f"per_sample=True: adjoint_method={backward_method!r} must be {kind} method, as "
@@ -206,12 +214,13 @@ def _adjoint_info(
     }
 
 
-def _engine(solver: Any, method: str, config: PerSample):
+def _engine(solver: Any, method: str, config: PerSample, size: int | None = None):
     """The per-sample engine for a method: explicit Runge-Kutta, adaptive or on a fixed grid."""
     opts = solver.options
     explicit = isinstance(getattr(solver, "tableau", None), ButcherTableau)
+    esdirk = isinstance(solver, ESDIRKSolver)
     if (
-        explicit
+        (explicit or esdirk)
         and isinstance(solver, AdaptiveRKSolver)
         and type(solver).integrate is AdaptiveRKSolver.integrate
     ):
@@ -220,11 +229,37 @@ def _engine(solver: Any, method: str, config: PerSample):
                 "per_sample=True measures each sample's error with the RMS norm: options['norm'] must be "
                 "left unset or 'rms'"
             )
+        if esdirk:
+            for name in ("jump_t", "step_t"):
+                if getattr(opts, name) is not None:
+                    raise ValueError(
+                        f"per_sample=True with {method!r} does not support options[{name!r}] yet: use an "
+                        "explicit adaptive method (dopri5, tsit5, ...) or per_sample=False"
+                    )
+            _check_dense_newton(method, opts, size)
+            return SampleESDIRKSolver(solver.tableau, opts, config.compact)
         return SampleRKSolver(solver.tableau, opts, config.compact)
     if explicit and isinstance(solver, FixedGridSolver) and type(solver).step is FixedGridSolver.step:
         return SampleGridSolver(solver.tableau, opts)
     raise ValueError(
         f"method={method!r} does not support per_sample=True: use an explicit Runge-Kutta method "
         "(adaptive: dopri5, tsit5, bosh3, dopri8, fehlberg2, adaptive_heun; fixed grid: euler, midpoint, "
-        "heun2, heun3, rk4)"
+        "heun2, heun3, rk4) or, for stiff problems, an adaptive implicit ESDIRK method (kvaerno3, kvaerno5)"
     )
+
+
+def _check_dense_newton(method: str, opts: Any, size: int | None) -> None:
+    """Per-sample ESDIRK solves Newton's systems with a dense (n, n) block per sample: no Krylov, and
+    at most the joint dense path's MAX_NEWTON_SIZE entries per sample."""
+    if opts.linear_solver == "krylov":
+        raise ValueError(
+            f"method={method!r} with per_sample=True factorises a dense Newton block per sample: "
+            "options['linear_solver']='krylov' (matrix-free) is not supported per sample; use "
+            "options['linear_solver']='dense' (or 'auto', which is dense per sample), or per_sample=False"
+        )
+    if size is not None and size > MAX_NEWTON_SIZE:
+        raise ValueError(
+            f"method={method!r} with per_sample=True factorises a dense n x n Newton block per sample, and "
+            f"each sample has n = {size} entries, more than {MAX_NEWTON_SIZE}: use per_sample=False with "
+            "options['linear_solver']='krylov', or an explicit method with per_sample=True"
+        )
