@@ -311,7 +311,10 @@ class SampleESDIRKSolver(SampleRKSolver):
         dtab = ESDIRKDeviceTableau(self.tableau, y.dtype, y.device)
         return dtab, _ESDIRKCoefficients(self.tableau, y.dtype, y.device, newton)
 
-    def step(self, func, dtab, coeffs, stages, y, t, dt, f0, active):  # type: ignore[override]
+    def step(self, func, dtab, coeffs, stages, y, t, dt, f0, active, ends_on_jump=None):  # type: ignore[override]
+        """One Newton-solved step; ``ends_on_jump`` never arrives (jump_t is refused for ESDIRK per_sample)."""
+        if ends_on_jump is not None:
+            raise NotImplementedError("per_sample ESDIRK steps do not support options['jump_t']")
         return coeffs.newton.step(func, dtab, coeffs, stages, y, t, dt, f0, active)
 
     def _dense_stages(self, dtab, stages, f1_a, y_a, t, dt_a, active, func) -> list[Tensor]:
