@@ -312,7 +312,7 @@ class SampleESDIRKSolver(SampleRKSolver):
         return dtab, _ESDIRKCoefficients(self.tableau, y.dtype, y.device, newton)
 
     def step(self, func, dtab, coeffs, stages, y, t, dt, f0, active, ends_on_jump=None):  # type: ignore[override]
-        """One Newton-solved step; ``ends_on_jump`` never arrives (jump_t is refused for ESDIRK per_sample)."""
+        """One Newton-solved step; ``ends_on_jump`` never comes (jump_t is refused for per_sample ESDIRK)."""
         if ends_on_jump is not None:
             raise NotImplementedError("per_sample ESDIRK steps do not support options['jump_t']")
         return coeffs.newton.step(func, dtab, coeffs, stages, y, t, dt, f0, active)
