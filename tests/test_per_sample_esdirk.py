@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from neuralode import SolveStats, odeint, odeint_adjoint, odeint_checkpoint
+from neuralode import SolveStats, odeint, odeint_adjoint, odeint_checkpoint, odeint_event
 
 D = torch.float64
 LAM = torch.logspace(0, 4, 5, dtype=D)
@@ -109,3 +109,28 @@ def test_adjoint_matches_direct_backprop():
         grads.append(torch.autograd.grad(ys[-1].sum(), (y0, lam)))
     for direct, adj in zip(*grads, strict=True):
         torch.testing.assert_close(adj, direct, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["kvaerno3", "kvaerno5"])
+def test_per_sample_events_hit_the_closed_form_and_match_each_solo_solve(method):
+    """Falling balls (h' = v, v' = -g_b) with a stiff follower z' = -lam_b (z - h); the event h = 0 at
+    t* = sqrt(2 h0 / g_b), dt*/dh0 = 1 / (g_b t*), dt*/dv0 = 1 / g_b; each row as its own joint solve."""
+    g = torch.tensor([9.81, 5.0, 20.0], dtype=D)
+    lam = torch.tensor([1.0, 1e3, 1e5], dtype=D)
+
+    def field(g, lam):
+        return lambda t, y: torch.stack([y[..., 1], -g + 0 * y[..., 0], -lam * (y[..., 2] - y[..., 0])], -1)
+
+    y0 = torch.tensor([[10.0, 0.0, 10.0]] * 3, dtype=D, requires_grad=True)
+    kw = dict(method=method, rtol=1e-8, atol=1e-10)
+    t_event, _ = odeint_event(field(g, lam), y0, torch.tensor(0.0, dtype=D), event_fn=lambda t, y: y[..., 0],
+                              per_sample=True, **kw)  # fmt: skip
+    exact = (2 * 10.0 / g).sqrt()
+    torch.testing.assert_close(t_event.detach(), exact, rtol=1e-6, atol=0)
+    (grad,) = torch.autograd.grad(t_event.sum(), y0)
+    torch.testing.assert_close(grad[:, 0], 1 / (g * exact), rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad[:, 1], 1 / g, rtol=1e-5, atol=0)
+    for b in range(3):
+        solo, _ = odeint_event(field(g[b], lam[b]), y0[b].detach(), torch.tensor(0.0, dtype=D),
+                               event_fn=lambda t, y: y[0], **kw)  # fmt: skip
+        torch.testing.assert_close(t_event[b].detach(), solo.detach(), rtol=1e-9, atol=1e-12)
