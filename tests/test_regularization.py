@@ -321,6 +321,80 @@ def test_cnf_penalty_gradients_agree_between_direct_and_adjoint():
         torch.testing.assert_close(g, h, rtol=1e-6, atol=1e-9)
 
 
+def _autograd_jacobian(func, t, z):
+    """df/dz per sample by one autograd pass per output dimension (rows of f depend on their own z)."""
+    f = func(t, z)
+    rows = [torch.autograd.grad(f[:, i].sum(), z, create_graph=True)[0] for i in range(f.shape[1])]
+    return f, torch.stack(rows, dim=1)  # (batch, d_out, d_in)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dim=st.integers(1, 4), width=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_hyperplanar_closed_form_frobenius_is_the_autograd_jacobians(dim, width, seed):
+    """Both branches (the (d, d) Jacobians when d^2 <= M, the M x M Gram form otherwise) against autograd."""
+    from neuralode.flows import HyperPlanarField
+
+    torch.manual_seed(seed)
+    field = HyperPlanarField(dim, width, hidden=8).double()
+    z = torch.randn(5, dim, dtype=D64, requires_grad=True)
+    t = torch.tensor(0.3, dtype=D64)
+    f, trace, frobenius = field.forward_with_trace_and_frobenius(t, z)
+    f_ref, jac = _autograd_jacobian(field, t, z)
+    torch.testing.assert_close(f, f_ref)
+    torch.testing.assert_close(trace, jac.diagonal(dim1=1, dim2=2).sum(dim=1))
+    torch.testing.assert_close(frobenius, jac.square().sum(dim=(1, 2)))
+
+
+class ExactPenaltyDynamics(nn.Module):
+    """d/dt (z, log p, kinetic, frobenius) with the trace and ||df/dz||_F^2 from autograd Jacobians."""
+
+    def __init__(self, func: nn.Module) -> None:
+        super().__init__()
+        self.func = func
+
+    def forward(self, t, state):
+        with torch.enable_grad():
+            z = state[0] if state[0].requires_grad else state[0].detach().requires_grad_(True)
+            f, jac = _autograd_jacobian(self.func, t, z)
+        return f, -jac.diagonal(dim1=1, dim2=2).sum(dim=1), f.square().sum(dim=1), jac.square().sum(dim=(1, 2))
+
+
+@pytest.mark.parametrize("gradient", [Direct(), Adjoint()], ids=["direct", "adjoint"])
+def test_cnf_closed_form_penalties_match_autograd_jacobians_along_the_solve(gradient):
+    """The no-autograd path of a HyperPlanarField CNF (kinetic + exact Frobenius) against an augmented
+    solve whose trace and Frobenius come from autograd Jacobians: values and parameter gradients."""
+    from neuralode.flows import CNF, HyperPlanarField
+    from neuralode.flows.cnf import closed_form_penalties
+
+    torch.manual_seed(3)
+    field = HyperPlanarField(2, 6, hidden=8).double()
+    reg = Regularization(kinetic=0.5, jacobian=0.25)
+    assert closed_form_penalties(field, "closed_form", reg.terms)
+    assert not closed_form_penalties(field, "closed_form", ("kinetic", "time_derivative"))
+    solver = SolverConfig(rtol=1e-10, atol=1e-10, gradient=gradient, regularization=reg)
+    flow = CNF(field, 2, trace="closed_form", solver=solver)
+    x = torch.randn(4, 2, dtype=D64)
+    state = torch.random.get_rng_state()
+    loss = -flow.log_prob(x).mean() + flow.last_regularization
+    assert torch.equal(torch.random.get_rng_state(), state)  # no noise drawn: the penalty is exact
+    grads = torch.autograd.grad(loss, tuple(field.parameters()))
+
+    zeros = torch.zeros(4, dtype=D64)
+    times = torch.tensor([1.0, 0.0], dtype=D64)
+    z0, delta, kinetic, frobenius = (
+        y[-1] for y in solve(ExactPenaltyDynamics(field), (x, zeros, zeros, zeros), times, rtol=1e-10,
+                             atol=1e-10, gradient=Direct()).ys
+    )  # fmt: skip
+    ref_penalties = {"kinetic": -kinetic.mean(), "jacobian": -frobenius.mean()}  # t runs from 1 to 0
+    for name, value in ref_penalties.items():
+        torch.testing.assert_close(flow.last_penalties[name], value, rtol=1e-7, atol=1e-10)
+    logp = -0.5 * z0.square().sum(dim=1) - math.log(2 * math.pi) - delta
+    ref_loss = -logp.mean() + 0.5 * ref_penalties["kinetic"] + 0.25 * ref_penalties["jacobian"]
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-8, atol=1e-10)
+    for g, h in zip(grads, torch.autograd.grad(ref_loss, tuple(field.parameters())), strict=True):
+        torch.testing.assert_close(g, h, rtol=1e-6, atol=1e-8)
+
+
 def test_latent_ode_integrates_the_penalties_and_zero_weights_are_the_plain_solve():
     from neuralode.models.latent_ode import LatentODE
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..regularization.dynamics import differentiable_inputs, integrands
+from ..regularization.integrands import kinetic_energy
 from ..regularization.solve import free_tolerances, penalty_integrals, penalty_states, weights_of
 from ..solve import solve
 from ..solver_config import SolverConfig
@@ -23,6 +24,20 @@ from .trace import NOISE_KINDS, exact_trace, hutchinson_trace, sample_noise
 
 TRACE_METHODS = ("closed_form", "exact", "hutchinson")
 DEFAULT_SOLVER = SolverConfig(rtol=1e-5, atol=1e-5)  # dopri5, adjoint gradients: the paper's CNF tolerance
+
+
+CLOSED_FORM_TERMS = frozenset({"kinetic", "jacobian"})
+
+
+def closed_form_penalties(func: nn.Module, trace: str, terms: tuple[str, ...]) -> bool:
+    """Whether the penalties come in closed form with the trace (no autograd, no noise): a closed-form
+    trace, a func with ``forward_with_trace_and_frobenius`` and only the kinetic and jacobian terms."""
+    return (
+        trace == "closed_form"
+        and bool(terms)
+        and CLOSED_FORM_TERMS.issuperset(terms)
+        and hasattr(func, "forward_with_trace_and_frobenius")
+    )
 
 
 class CNFDynamics:
@@ -39,6 +54,10 @@ class CNFDynamics:
         if self.trace == "closed_form" and not self.terms:
             f, trace = self.func.forward_with_trace(t, z)
             return f, -trace
+        if closed_form_penalties(self.func, self.trace, self.terms):
+            f, trace, frobenius = self.func.forward_with_trace_and_frobenius(t, z)
+            by_term = {"kinetic": kinetic_energy(f), "jacobian": frobenius}
+            return (f, -trace, *(by_term[term] for term in self.terms))
         differentiable = torch.is_grad_enabled()  # False in the adjoint's forward solve and in evaluation
         with torch.enable_grad():
             if self.trace != "closed_form" and not (differentiable and z.requires_grad):
@@ -69,7 +88,9 @@ class CNF(nn.Module):
 
     ``last_stats`` holds the last solve's :class:`SolveStats` (what the training loop logs as NFE). With
     a regularization in ``solver``, its penalties are integrated along every solve as extra states (the
-    jacobian term shares the Hutchinson noise of the trace, or draws its own): ``last_regularization``
+    jacobian term shares the Hutchinson noise of the trace, or draws its own; with the closed-form trace
+    of a func that has ``forward_with_trace_and_frobenius`` it is the exact Frobenius norm, computed with
+    the trace and without autograd, when only kinetic and jacobian are on): ``last_regularization``
     is the last solve's weighted penalty (differentiable, 0 without one), ``last_penalties`` its terms.
     """
 
@@ -122,7 +143,9 @@ class CNF(nn.Module):
         """[z, log p] at each of ``times`` (shape (T,)), starting from (z, logp) at times[0]."""
         reg = self.solver.regularization
         terms = () if reg is None else reg.terms
-        noise = sample_noise(z, self.noise) if self.trace == "hutchinson" or "jacobian" in terms else None
+        exact_penalties = closed_form_penalties(self.func, self.trace, terms)
+        wants_noise = self.trace == "hutchinson" or ("jacobian" in terms and not exact_penalties)
+        noise = sample_noise(z, self.noise) if wants_noise else None
         dynamics = CNFDynamics(self.func, self.trace, noise, terms)
         stats = SolveStats()
         params = tuple(p for p in self.func.parameters() if p.requires_grad)  # what an adjoint needs
