@@ -45,11 +45,17 @@ $(DOCS_STAMP): $(STAMP) requirements/docs.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/docs.txt
 	@touch $@
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist; default: every core, at most 4), each test file
+# on one worker (module fixtures run once) with one torch thread per worker; TEST_WORKERS=0 runs it in
+# this process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
+PYTEST = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: lint data $(BENCH_STAMP) $(DOCS_STAMP) ## Lint, then the fast test suite (what CI runs; torchdiffeq/torchode are its oracles)
-	$(PY) -m pytest -m "not slow" -q
+	$(PYTEST) -m "not slow"
 
 test-full: lint data $(BENCH_STAMP) $(DOCS_STAMP) ## Every test, the slow ones included
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # Table 1's four models are one Hydra multirun (configs/experiment/table1.yaml); each run resumes an
 # interrupted one or skips a finished one.
