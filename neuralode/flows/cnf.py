@@ -55,7 +55,10 @@ class CNFDynamics:
             f, trace = self.func.forward_with_trace(t, z)
             return f, -trace
         if closed_form_penalties(self.func, self.trace, self.terms):
-            f, trace, frobenius = self.func.forward_with_trace_and_frobenius(t, z)
+            if "jacobian" in self.terms:
+                f, trace, frobenius = self.func.forward_with_trace_and_frobenius(t, z)
+            else:
+                (f, trace), frobenius = self.func.forward_with_trace(t, z), None
             by_term = {"kinetic": kinetic_energy(f), "jacobian": frobenius}
             return (f, -trace, *(by_term[term] for term in self.terms))
         differentiable = torch.is_grad_enabled()  # False in the adjoint's forward solve and in evaluation

@@ -53,14 +53,14 @@ class HyperPlanarField(nn.Module):
     def forward_with_trace_and_frobenius(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(f, tr(df/dz), ||df/dz||_F^2) per sample in closed form, with no autograd: df/dz = U^T diag(s) W
         for the slopes s = tanh'(w_m^T z + b_m); the exact Frobenius norm that RNODE estimates by Hutchinson.
-        It forms the (batch, d, d) Jacobians when d^2 <= M, else s^T ((U U^T) o (W W^T)) s (M x M)."""
+        The Jacobians are one (batch, M) x (M, d^2) product when d^2 <= M, else s^T ((U U^T) o (W W^T)) s."""
         w, b, u = self.unit_parameters(t)
         h = torch.tanh(z @ w.T + b)  # (batch, M)
         slope = 1 - h.square()
         trace = slope @ (u * w).sum(dim=1)
         if self.dim * self.dim <= self.width:
-            jac = (slope[:, :, None] * u).transpose(1, 2) @ w  # (batch, d, d): sum_m s_m u_m w_m^T
-            frobenius = jac.square().sum(dim=(1, 2))
+            outer = (u[:, :, None] * w[:, None, :]).reshape(self.width, -1)  # row m: u_m w_m^T, flattened
+            frobenius = (slope @ outer).square().sum(dim=1)
         else:
             gram = (u @ u.T) * (w @ w.T)  # (M, M)
             frobenius = ((slope @ gram) * slope).sum(dim=1)
