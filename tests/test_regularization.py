@@ -356,7 +356,8 @@ class ExactPenaltyDynamics(nn.Module):
         with torch.enable_grad():
             z = state[0] if state[0].requires_grad else state[0].detach().requires_grad_(True)
             f, jac = _autograd_jacobian(self.func, t, z)
-        return f, -jac.diagonal(dim1=1, dim2=2).sum(dim=1), f.square().sum(dim=1), jac.square().sum(dim=(1, 2))
+        trace = jac.diagonal(dim1=1, dim2=2).sum(dim=1)
+        return f, -trace, f.square().sum(dim=1), jac.square().sum(dim=(1, 2))
 
 
 @pytest.mark.parametrize("gradient", [Direct(), Adjoint()], ids=["direct", "adjoint"])
