@@ -255,10 +255,11 @@ def markdown(
         "",
         "Each pair shares everything (data, seed, model, solver, optimiser, budget) but the regularisation "
         "group: `none`, or RNODE's kinetic energy int ||f||^2 dt and Jacobian Frobenius norm "
-        "int ||df/dz||_F^2 dt (Hutchinson, noise fixed within a solve) integrated along the same solve and "
-        "added to the loss with the weights shown (0 = off). MNIST uses "
-        "`configs/regularization/rnode_mnist.yaml` (the kinetic term alone; see that file), the CNF "
-        "`rnode.yaml`.",
+        "int ||df/dz||_F^2 dt integrated along the same solve and added to the loss with the weights shown "
+        "(0 = off). MNIST uses `configs/regularization/rnode_mnist.yaml` (the kinetic term alone; see that "
+        "file), the CNF `rnode.yaml`, whose HyperPlanarField gives the Frobenius norm exactly in closed form "
+        "with its trace (no autograd; elsewhere it is Hutchinson's estimate with the noise fixed within a "
+        "solve).",
         "",
         "## Goals (issue 19, stated for the quick profile on CPU)",
         "",
