@@ -48,19 +48,18 @@ class CNFDynamics:
         self, func: nn.Module, trace: str, noise: Tensor | None = None, terms: tuple[str, ...] = ()
     ) -> None:
         self.func, self.trace, self.noise, self.terms = func, trace, noise, terms
+        # Everything in closed form, no autograd: the trace alone, or with the kinetic/jacobian penalties.
+        self.closed_form = trace == "closed_form" and (not terms or closed_form_penalties(func, trace, terms))
 
     def __call__(self, t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         z = state[0]
-        if self.trace == "closed_form" and not self.terms:
-            f, trace = self.func.forward_with_trace(t, z)
-            return f, -trace
-        if closed_form_penalties(self.func, self.trace, self.terms):
+        if self.closed_form:
             if "jacobian" in self.terms:
                 f, trace, frobenius = self.func.forward_with_trace_and_frobenius(t, z)
             else:
-                (f, trace), frobenius = self.func.forward_with_trace(t, z), None
-            by_term = {"kinetic": kinetic_energy(f), "jacobian": frobenius}
-            return (f, -trace, *(by_term[term] for term in self.terms))
+                f, trace = self.func.forward_with_trace(t, z)
+            penalties = (kinetic_energy(f) if term == "kinetic" else frobenius for term in self.terms)
+            return (f, -trace, *penalties)
         differentiable = torch.is_grad_enabled()  # False in the adjoint's forward solve and in evaluation
         with torch.enable_grad():
             if self.trace != "closed_form" and not (differentiable and z.requires_grad):

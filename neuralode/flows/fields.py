@@ -46,17 +46,20 @@ class HyperPlanarField(nn.Module):
 
     def forward_with_trace(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """(f(z, t), tr(df/dz)) with the closed-form trace sum_m tanh'(w_m^T z + b_m) u_m^T w_m."""
+        w, u, h, slope = self._units(t, z)
+        return h @ u, slope @ (u * w).sum(dim=1)
+
+    def _units(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(w, u, h, slope): the unit parameters at t, h = tanh(w_m^T z + b_m) and its slope 1 - h^2."""
         w, b, u = self.unit_parameters(t)
         h = torch.tanh(z @ w.T + b)  # (batch, M)
-        return h @ u, (1 - h.square()) @ (u * w).sum(dim=1)
+        return w, u, h, 1 - h.square()
 
     def forward_with_trace_and_frobenius(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(f, tr(df/dz), ||df/dz||_F^2) per sample in closed form, with no autograd: df/dz = U^T diag(s) W
         for the slopes s = tanh'(w_m^T z + b_m); the exact Frobenius norm that RNODE estimates by Hutchinson.
         The Jacobians are one (batch, M) x (M, d^2) product when d^2 <= M, else s^T ((U U^T) o (W W^T)) s."""
-        w, b, u = self.unit_parameters(t)
-        h = torch.tanh(z @ w.T + b)  # (batch, M)
-        slope = 1 - h.square()
+        w, u, h, slope = self._units(t, z)
         trace = slope @ (u * w).sum(dim=1)
         if self.dim * self.dim <= self.width:
             outer = (u[:, :, None] * w[:, None, :]).reshape(self.width, -1)  # row m: u_m w_m^T, flattened
