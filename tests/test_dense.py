@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from neuralode import odeint, odeint_dense
 
-from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS
+from .conftest import ADAPTIVE_METHODS, ALL_FIXED_METHODS, method_order
 
 F64 = torch.float64
 SETTINGS = settings(
@@ -59,7 +59,8 @@ def test_dense_output_equals_odeint_at_the_same_times(method, backward, fraction
     if not times:
         return
     y0 = torch.tensor([1.0, 0.7], dtype=F64)
-    kwargs = {"method": method, "rtol": 1e-7, "atol": 1e-9}
+    rtol = 1e-5 if method_order(method) <= 2 else 1e-7  # equality is asked, not accuracy: fewer steps
+    kwargs = {"method": method, "rtol": rtol, "atol": rtol / 100}
     dense = odeint_dense(lotka_volterra, y0, t0, t1, **kwargs)
     ys = odeint(lotka_volterra, y0, torch.tensor([t0, *times], dtype=F64), **kwargs)
     torch.testing.assert_close(dense(torch.tensor(times, dtype=F64)), ys[1:], rtol=1e-11, atol=1e-12)

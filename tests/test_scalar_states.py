@@ -57,7 +57,10 @@ def run(door: str, method: str, y0_value: float, k: float, shape: tuple[int, ...
     of its sum with respect to y0 and k."""
     func = Decay(k)
     y0 = torch.full(shape, y0_value, dtype=F64, requires_grad=True)
-    kwargs = {"method": method, "options": options_for(method), "rtol": 1e-9, "atol": 1e-11}
+    # The second-order pairs at 1e-7 (at 1e-9 adaptive_heun alone took 40 s of this test's 77 s): still
+    # 1000x tighter than the accuracy asked of them (``tolerance``).
+    rtol = 1e-7 if method in ADAPTIVE_METHODS and method_order(method) <= 2 else 1e-9
+    kwargs = {"method": method, "options": options_for(method), "rtol": rtol, "atol": rtol / 100}
     if door == "odeint_event" and method in ADAPTIVE_METHODS:  # at rtol 1e-9 the second-order pairs need more
         kwargs["options"] = {"max_num_steps": 100_000}  # than an open search's default 1,000 steps
     t = torch.tensor([0.0, 1.0], dtype=F64)
