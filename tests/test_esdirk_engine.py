@@ -14,6 +14,7 @@ from neuralode import SolveStats, odeint, odeint_adjoint, odeint_checkpoint, ode
 from neuralode.errors import StepSizeUnderflowError
 from neuralode.solvers import SOLVERS
 from neuralode.solvers.controllers import PIController
+from neuralode.solvers.esdirk import SMALL_SYSTEM
 
 from .conftest import ESDIRK_METHODS
 
@@ -98,21 +99,33 @@ def test_odeint_checkpoint_refuses_jump_t_with_the_esdirk_methods():
 
 
 # ----- stiffness, statistics, Jacobian reuse -----
+@pytest.mark.parametrize("copies", [1, SMALL_SYSTEM // 2 + 1], ids=["small", "large"])
 @pytest.mark.parametrize("method", ESDIRK_METHODS)
-def test_stiff_linear_in_few_steps_with_newton_counts(method):
-    y0, t = torch.tensor([1.0, 2.0], dtype=F64), torch.tensor([0.0, 20.0], dtype=F64)
+def test_stiff_linear_in_few_steps_with_newton_counts(method, copies):
+    """``copies`` independent copies of the 2-state problem: up to SMALL_SYSTEM entries the LU is rebuilt
+    at every change of dt, above it reused while dt moves by at most 20% (newton_reuse)."""
+    y0, t = torch.tensor([1.0, 2.0], dtype=F64).repeat(copies), torch.tensor([0.0, 20.0], dtype=F64)
+
+    def field(t, y):
+        return stiff_linear(t, y.view(copies, 2).T).T.reshape(-1)
+
     stats, explicit = SolveStats(), SolveStats()
-    ys = odeint(stiff_linear, y0, t, method=method, rtol=1e-5, atol=1e-8, stats=stats)
-    torch.testing.assert_close(ys[-1], stiff_exact(20.0, y0), rtol=1e-4, atol=1e-8)
-    odeint(stiff_linear, y0, t, method="dopri5", rtol=1e-5, atol=1e-8, stats=explicit)
+    ys = odeint(field, y0, t, method=method, rtol=1e-5, atol=1e-8, stats=stats)
+    torch.testing.assert_close(ys[-1], stiff_exact(20.0, y0[:2]).repeat(copies), rtol=1e-4, atol=1e-8)
+    odeint(field, y0, t, method="dopri5", rtol=1e-5, atol=1e-8, stats=explicit)
     counts = stats.forward
     # dopri5 is held to steps of ~3e-3 by stability (measured 6,069; kvaerno3 482, kvaerno5 72)
     assert counts.n_accepted < explicit.forward.n_accepted / 10
     implicit_stages = SOLVERS[method].tableau.num_stages - 1
     assert counts.n_newton_iters >= implicit_stages * counts.n_accepted
-    # f is linear: the first Jacobian is exact and Newton contracts at once, so it is never renewed and
-    # LU is refactorised only when dt moves by more than 20% (the step grows from ~1e-6 to ~1)
-    assert 1 <= counts.n_factorizations < counts.n_steps
+    # f is linear: the first Jacobian is exact and Newton contracts at once, so it is never renewed; the
+    # LU is refactorised at every step whose dt differs from the last (small), or only when dt moves by
+    # more than 20% (large: the step grows from ~1e-6 to ~1)
+    if copies == 1:
+        assert 1 <= counts.n_factorizations <= counts.n_steps
+        assert counts.n_factorizations > counts.n_steps / 2
+    else:
+        assert 1 <= counts.n_factorizations < counts.n_steps / 2
     assert counts.nfe == counts.n_newton_iters + 3  # f(t0, y0), the initial-step probe, one Jacobian
     assert explicit.forward.n_newton_iters == explicit.forward.n_factorizations == 0
 

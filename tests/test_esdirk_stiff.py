@@ -47,7 +47,9 @@ def test_robertson_against_radau(method) -> None:
     assert _scaled_error(ys, ref, rtol, atol) < 100.0  # intermediate ones: the cubic Hermite interpolant
     counts = stats.forward
     assert counts.n_accepted < 2000 and counts.n_newton_iters > counts.n_accepted
-    assert 0 < counts.n_factorizations <= counts.n_steps
+    # an LU per attempted step (a small system: refactorised at every change of dt), and at most one more
+    # where Newton failed with an old Jacobian and the step is retried with a new one
+    assert 0 < counts.n_factorizations <= 2 * counts.n_steps
 
 
 def _vdp(t, y):

@@ -32,7 +32,9 @@ def test_each_sample_equals_its_joint_solve_alone(method):
         lb = float(LAM[b])
         yb = odeint(lambda t, y, lb=lb: -lb * (y - torch.cos(t)), y0[b], T, method=method, rtol=1e-6,
                     atol=1e-8, stats=solo)  # fmt: skip
-        torch.testing.assert_close(ys[:, b], yb, rtol=1e-9, atol=1e-9)
+        # the same steps and counts (below); the values differ by rounding (batched against single
+        # operations), which the stiffest row (lam = 1e4) amplifies to some 1e-8 relative, 100x under rtol
+        torch.testing.assert_close(ys[:, b], yb, rtol=1e-7, atol=1e-9)
         assert int(stats.forward.n_steps[b]) == solo.forward.n_steps
         assert int(stats.forward.n_newton_iters[b]) == solo.forward.n_newton_iters
         assert int(stats.forward.n_factorizations[b]) == solo.forward.n_factorizations

@@ -4,9 +4,11 @@ accept/reject, its stages solved by simplified Newton with its own dense (n, n) 
 Rows are independent, so the batch's Jacobian is block diagonal: J (B, n, n) comes from n
 vector-Jacobian products batched in one backward pass (forward differences where func has no graph,
 as the per-sample adjoint's augmented field), and the (B, n, n) matrices I - dt_b*gamma*J_b are
-factorised by one batched ``lu_factor`` and solved by ``lu_solve``. The bookkeeping is the joint
+factorised by one batched ``lu_factor`` and solved by ``lu_solve`` (by their inverses up to
+SMALL_SYSTEM entries per sample, as the joint solver). The bookkeeping is the joint
 :class:`~neuralode.solvers.esdirk.NewtonStepper`'s, per row: a row keeps its Jacobian and LU across
-stages and steps, refactorises when its dt moves more than 20% from the LU's, takes a new Jacobian
+stages and steps, refactorises when its dt moves from the LU's (by more than
+:func:`~neuralode.solvers.esdirk.newton_reuse` allows for its size), takes a new Jacobian
 after slow convergence, or after a failure with an old Jacobian (and retries the step at once); a row
 whose Newton fails with a fresh Jacobian has its step rejected and retried 4x shorter, the other rows
 go on. Newton's stopping rule and divergence test are the joint engine's, per row. With autograd on,
@@ -23,9 +25,9 @@ from torch import Tensor
 
 from ..solvers.esdirk import (
     NEWTON_TOL,
-    REFACTOR_CHANGE,
-    SLOW_CONTRACTION,
+    SMALL_SYSTEM,
     ESDIRKDeviceTableau,
+    newton_reuse,
 )
 from ..solvers.esdirk_tableaux import ESDIRKTableau
 from ..solvers.options import ESDIRKOptions
@@ -116,6 +118,7 @@ class RowNewton:
         self.jac = torch.zeros(batch, n, n, dtype=dtype, device=device)
         eye = torch.eye(n, dtype=dtype, device=device).expand(batch, n, n)
         self.lu, self.pivots = torch.linalg.lu_factor(eye)  # identity until a row factorises its own
+        self.inverse = eye.clone() if n <= SMALL_SYSTEM else None
         self.lu_dt = torch.ones(batch, dtype=torch.float64, device=device)
         self.has_jac = torch.zeros(batch, dtype=torch.bool, device=device)
         self.fresh = torch.zeros_like(self.has_jac)  # the Jacobian was taken at the row's current state
@@ -148,13 +151,15 @@ class RowNewton:
         result = None
         while True:
             self._factorize(dt, rows, pending)
-            lu, pivots = (self.lu, self.pivots) if rows is None else (self.lu[rows], self.pivots[rows])
-            new = self._stages(func, dtab, coeffs, t, dt, y, f0, lu, pivots, scale, pending, rows)
+            factors = (self.lu, self.pivots, self.inverse)
+            if rows is not None:
+                factors = tuple(None if x is None else x[rows] for x in factors)
+            new = self._stages(func, dtab, coeffs, t, dt, y, f0, factors, scale, pending, rows)
             result = new if result is None else _merge(result, new, pending)
             iters, converged, contraction = new[3], new[4], new[6]
             self._add(self.n_newton_iters, rows, iters)
             ok = pending & converged
-            self._set(self.renew, rows, ok, contraction > SLOW_CONTRACTION)
+            self._set(self.renew, rows, ok, contraction > newton_reuse(y.shape[1]).slow_contraction)
             fresh = self.fresh if rows is None else self.fresh[rows]
             retry = pending & ~converged & ~fresh  # an old Jacobian: take one here and retry the step
             if not bool(retry.any()):
@@ -182,10 +187,11 @@ class RowNewton:
             stages.append(k)
         return y1, [y, *zs], stage_times
 
-    def _stages(self, func, dtab, coeffs, t, dt, y, f0, lu, pivots, scale, active, rows):
+    def _stages(self, func, dtab, coeffs, t, dt, y, f0, factors, scale, active, rows):
         """The implicit stages of the ``active`` rows by simplified Newton, every row judged on its own
         with the joint ``_solve_stages``'s rule; returns (slopes, stage states, stage times, iterations,
         converged, non-finite, slowest contraction), per row."""
+        lu, pivots, inverse = factors
         dtype = y.dtype
         m, n = y.shape
         root_n = math.sqrt(max(n, 1))
@@ -211,7 +217,10 @@ class RowNewton:
                     break
                 iters += iterating
                 residual = z - explicit - gdt * func(ti, z, rows)
-                dz = torch.linalg.lu_solve(lu, pivots, residual[..., None])[..., 0]
+                if inverse is not None:
+                    dz = (inverse @ residual[..., None])[..., 0]
+                else:
+                    dz = torch.linalg.lu_solve(lu, pivots, residual[..., None])[..., 0]
                 dz = torch.where(iterating[:, None], dz, 0.0)
                 z = z - dz
                 with torch.no_grad():
@@ -265,10 +274,12 @@ class RowNewton:
         self.renew[index] = False
 
     def _factorize(self, dt: Tensor, rows: Tensor | None, pending: Tensor) -> None:
-        """Factorise I - dt*gamma*J for the pending rows without an LU, or whose dt moved > 20% from it."""
+        """Factorise I - dt*gamma*J for the pending rows without an LU, or whose dt moved from it by more
+        than :func:`newton_reuse` allows (and invert it up to SMALL_SYSTEM entries per sample)."""
         has_lu = self.has_lu if rows is None else self.has_lu[rows]
         lu_dt = self.lu_dt if rows is None else self.lu_dt[rows]
-        need = pending & (~has_lu | ((dt / lu_dt - 1.0).abs() > REFACTOR_CHANGE))
+        change = newton_reuse(self.jac.shape[1]).refactor_change
+        need = pending & (~has_lu | ((dt / lu_dt - 1.0).abs() > change))
         if not bool(need.any()):
             return
         where = need.nonzero().flatten()
@@ -282,6 +293,10 @@ class RowNewton:
         # out of place: lu_solve's backward keeps the factors of the steps before
         self.lu = self.lu.index_put((index,), lu)
         self.pivots = self.pivots.index_put((index,), pivots)
+        if self.inverse is not None:
+            with torch.no_grad():
+                inverse = torch.linalg.lu_solve(lu, pivots, eye.expand_as(lu))
+            self.inverse = self.inverse.index_put((index,), inverse)
         self.lu_dt[index] = dt[where]
         self.has_lu[index] = True
         self.n_factorizations[index] += 1
