@@ -18,7 +18,7 @@ import datetime
 import io
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +66,14 @@ class RunSpec:
     run: str  # "plain" or "regularized"
     path: Path
     command: str
+    seed: int = 0
 
 
-def specs(runs: Path, profile: str, plain: str, regularized: str, cnf_regularized: str) -> list[RunSpec]:
-    """The MNIST pair, then a CNF pair per dataset."""
+def specs(
+    runs: Path, profile: str, plain: str, regularized: str, cnf_regularized: str, seeds: Sequence[int] = (0,)
+) -> list[RunSpec]:
+    """The MNIST pair, then a CNF pair per dataset and seed (seed 0 is the folder named by the group
+    alone, seed k the one a ``seed=k`` override adds to the name)."""
     mnist = runs / "mnist" / profile / "odenet"
     base = f"python -m experiments.mnist model=odenet profile={profile}"
     out = [
@@ -79,12 +83,12 @@ def specs(runs: Path, profile: str, plain: str, regularized: str, cnf_regularize
     for dataset in DATASETS:
         folder = runs / "cnf" / profile / "mle" / dataset / CNF_SETTING
         cmd = f"python -m experiments.cnf task=mle target={dataset} flow=cnf size=64 profile={profile}"
-        out += [
-            RunSpec("cnf", dataset, "plain", folder / plain, cmd + _override(plain)),
-            RunSpec(
-                "cnf", dataset, "regularized", folder / cnf_regularized, cmd + _override(cnf_regularized)
-            ),
-        ]
+        for seed in seeds:
+            for run, name in (
+                ("plain", _seeded(plain, seed)),
+                ("regularized", _seeded(cnf_regularized, seed)),
+            ):
+                out.append(RunSpec("cnf", dataset, run, folder / name, cmd + _override(name), seed))
     return out
 
 
@@ -93,11 +97,20 @@ def _override(name: str) -> str:
     return "" if name == "default" else " " + name.replace(",", " ")
 
 
+def _seeded(name: str, seed: int) -> str:
+    """The folder Hydra names for the overrides ``name`` plus ``seed=<seed>`` (none for seed 0, the
+    default; Hydra sorts the override strings)."""
+    if seed == 0:
+        return name
+    overrides = [] if name == "default" else name.split(",")
+    return ",".join(sorted([*overrides, f"seed={seed}"]))
+
+
 def run_row(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the run's row, its result.json): measured values, or a row saying the run is missing."""
     row: dict[str, Any] = {key: None for key in COLUMNS}
     row.update(experiment=spec.experiment, dataset=spec.dataset, run=spec.run, run_dir=str(spec.path),
-               command=spec.command)  # fmt: skip
+               command=spec.command, seed=spec.seed)  # fmt: skip
     path = spec.path / "result.json"
     if not path.exists():
         row["status"] = f"missing: run `{spec.command}`"
@@ -179,21 +192,43 @@ def goals(rows: Sequence[Mapping[str, Any]]) -> list[Goal]:
         ))  # fmt: skip
     for dataset in DATASETS:
         name = f"CNF {dataset}, >= {SPEEDUP_GOAL}x less training wall time at held-out NLL +- {NLL_GOAL}"
-        plain, reg = by[("cnf", dataset, "plain")], by[("cnf", dataset, "regularized")]
-        missing = _missing(plain, reg, "train_wall_s", "test_nll")
+        pairs = _seed_pairs(rows, dataset)
+        missing = next((m for pair in pairs if (m := _missing(*pair, "train_wall_s", "test_nll"))), "")
         if missing:
             out.append(Goal(name, missing, None))
             continue
-        wall_p, wall_r = _number(plain["train_wall_s"]), _number(reg["train_wall_s"])
-        nll_p, nll_r = _number(plain["test_nll"]), _number(reg["test_nll"])
+        wall_p, wall_r = (_mean(_number(pair[i]["train_wall_s"]) for pair in pairs) for i in (0, 1))
+        nll_p, nll_r = (_mean(_number(pair[i]["test_nll"]) for pair in pairs) for i in (0, 1))
         speedup, diff = wall_p / wall_r, nll_r - nll_p
+        over = ""
+        if len(pairs) > 1:
+            seeds = ", ".join(str(pair[0]["seed"]) for pair in pairs)
+            each = ", ".join(
+                f"{_number(p['train_wall_s']) / _number(r['train_wall_s']):.2f}x at "
+                f"{_number(r['test_nll']) - _number(p['test_nll']):+.3f}"
+                for p, r in pairs
+            )
+            over = f"means over seeds {seeds} (per seed: {each} nats): "
         out.append(Goal(
             name,
-            f"training wall time plain / regularised = {wall_p:.4g} s / {wall_r:.4g} s = {speedup:.2f}x; "
+            f"{over}training wall time plain / regularised = {wall_p:.4g} s / {wall_r:.4g} s = "
+            f"{speedup:.2f}x; "
             f"held-out NLL regularised - plain = {nll_r:.3f} - {nll_p:.3f} = {diff:+.3f} nats",
             speedup >= SPEEDUP_GOAL and abs(diff) <= NLL_GOAL + 1e-9,
         ))  # fmt: skip
     return out
+
+
+def _seed_pairs(rows: Sequence[Mapping[str, Any]], dataset: str) -> list[tuple[Mapping[str, Any], ...]]:
+    """The (plain, regularised) CNF rows of ``dataset``, one pair per seed, in the order of the rows."""
+    plain = [r for r in rows if (r["experiment"], r["dataset"], r["run"]) == ("cnf", dataset, "plain")]
+    reg = [r for r in rows if (r["experiment"], r["dataset"], r["run"]) == ("cnf", dataset, "regularized")]
+    return list(zip(plain, reg, strict=True))
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    numbers = [float(v) for v in values if v is not None]
+    return sum(numbers) / len(numbers)
 
 
 def _missing(plain: Mapping[str, Any], reg: Mapping[str, Any], *keys: str) -> str:
@@ -274,10 +309,12 @@ def markdown(
         "wall time, s | training CPU time, s | epochs (iterations) | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    seeded = any(str(row["seed"]) not in ("0", "None", "") for row in rows)  # several seeds: name them
     for row in rows:
         label = "MNIST ODE-Net" if row["experiment"] == "mnist" else f"CNF, {row['dataset']}"
+        run = _run_label(row, seeded)
         if row["status"].startswith("missing"):
-            lines.append(f"| {label} | {row['run']} | - | - | - | - | - | - | - | - | {row['status']} |")
+            lines.append(f"| {label} | {run} | - | - | - | - | - | - | - | - | {row['status']} |")
             continue
         metric = (
             f"{row['test_error_pct']:.2f}%"
@@ -287,14 +324,14 @@ def markdown(
         wall = _cell(row["train_wall_s"], ".1f") if row["train_wall_s"] is not None else "not recorded"
         cpu = _cell(row["train_cpu_s"], ".1f") if row["train_cpu_s"] is not None else "not recorded"
         lines.append(
-            f"| {label} | {row['run']} | {row['regularization']} | {metric} | {_pair(row, 'nfe_forward')} | "
+            f"| {label} | {run} | {row['regularization']} | {metric} | {_pair(row, 'nfe_forward')} | "
             f"{_pair(row, 'nfe_backward')} | {row['seconds_per_iteration']:.3f} | {wall} | {cpu} | "
             f"{row['epochs']} ({row['iterations']}) | {row['status']} |"
         )
     lines += ["", "The runs (the command each folder's name stands for):", ""]
     for row in rows:
         label = "MNIST ODE-Net" if row["experiment"] == "mnist" else f"CNF, {row['dataset']}"
-        lines.append(f"- {label}, {row['run']}: `{row['command']}`")
+        lines.append(f"- {label}, {_run_label(row, seeded)}: `{row['command']}`")
     if all(r["status"].startswith("missing") for r in rows if r["experiment"] == "cnf"):
         lines += ["", "The CNF rows are not yet run: `make regularization` trains them (commands above)."]
     lines += [
@@ -314,6 +351,11 @@ def markdown(
     return "\n".join(lines)
 
 
+def _run_label(row: Mapping[str, Any], seeded: bool) -> str:
+    """``plain`` or ``regularized``, with the CNF run's seed when the page has several."""
+    return f"{row['run']} (seed {row['seed']})" if seeded and row["experiment"] == "cnf" else row["run"]
+
+
 def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any]], title: str) -> bytes:
     """Forward and backward NFE over training (per iteration when TensorBoard logged it, epoch means as
     markers), plain vs regularised: MNIST in the top row, the CNF runs in the bottom row."""
@@ -326,12 +368,15 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
     panels = {("mnist", "forward"): axes[0, 0], ("mnist", "backward"): axes[0, 1],
               ("cnf", "forward"): axes[1, 0], ("cnf", "backward"): axes[1, 1]}  # fmt: skip
     drawn: set[tuple[str, str]] = set()
-    for index, spec in enumerate(specs_):
+    colors: dict[tuple[str, str, str], str] = {}  # one color per run, shared by its seeds
+    for spec in specs_:
+        color = colors.setdefault((spec.experiment, spec.dataset, spec.run), f"C{len(colors)}")
         if spec not in results:
             continue
         per_epoch = results[spec]["batches_per_epoch"]
         label = spec.run if spec.experiment == "mnist" else f"{spec.dataset}, {spec.run}"
-        color = f"C{index}"
+        if spec.seed != min(s.seed for s in specs_ if s.experiment == spec.experiment):
+            label = None  # the run's other seeds: same color, one legend entry
         for direction in ("forward", "backward"):
             ax = panels[spec.experiment, direction]
             series = read_training_series(spec.path, f"train_nfe_{direction}", f"nfe/{direction}")
@@ -339,7 +384,7 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
                 x = [step / per_epoch for step in series["iteration"]]
                 ax.plot(x, series["iteration_value"], ".", color=color, alpha=0.15, markersize=2)
                 ax.plot(x, running_mean(series["iteration_value"], 50), "-", color=color,
-                        label=f"{label} (running mean of 50 iterations)")  # fmt: skip
+                        label=label and f"{label} (running mean of 50 iterations)")  # fmt: skip
             ax.plot(series["epoch"], series["epoch_value"], "o", color=color,
                     label=None if series["iteration"] else label)  # fmt: skip
             drawn.add((spec.experiment, direction))
@@ -370,9 +415,10 @@ def write_results(
     cnf_regularized: str,
     command: str | None = None,
     note: str | None = None,
+    seeds: Sequence[int] = (0,),
 ) -> tuple[list[dict[str, Any]], list[Goal]]:
     """Read the runs, write the three files to ``out``; returns the rows and the goals."""
-    all_specs = specs(runs, profile, plain, regularized, cnf_regularized)
+    all_specs = specs(runs, profile, plain, regularized, cnf_regularized, seeds)
     rows, results = [], {}
     for spec in all_specs:
         row, result = run_row(spec)
@@ -399,6 +445,8 @@ def main() -> None:
     parser.add_argument("--plain", default="default", help="run folder name of the plain runs")
     parser.add_argument("--regularized", default=MNIST_REGULARIZED, help="the regularised MNIST run's")
     parser.add_argument("--cnf-regularized", default=CNF_REGULARIZED, help="the regularised CNF runs'")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="the CNF pairs' seeds (goals on their means; seed k adds seed=k)")  # fmt: skip
     parser.add_argument("--note", default=None, help="a line for the page (e.g. how the machine was shared)")
     args = parser.parse_args()
     # the command as run, without the note (the page shows it on its own line)
@@ -414,6 +462,7 @@ def main() -> None:
         args.cnf_regularized,
         command,
         args.note,
+        tuple(args.seeds),
     )
     for row in rows:
         if row["status"] != "ok":

@@ -159,3 +159,60 @@ def test_goal_verdicts_at_and_around_the_thresholds(reg_nfe, reg_error, nfe_met,
     nfe, error, circles, moons = _script().goals(_rows(20.0, reg_nfe, 1.0, reg_error))
     assert (nfe.met, error.met) == (nfe_met, error_met)
     assert circles.met is None and moons.met is None and "missing" in circles.measured
+
+
+def test_seed_folders_are_the_ones_hydra_names():
+    """Seed 0 is the group's own folder; seed k adds ``seed=k``, sorted among the overrides as Hydra's
+    override_dirname sorts them (whole strings)."""
+    seeded = _script()._seeded
+    assert seeded("default", 0) == "default" and seeded("regularization=rnode", 0) == "regularization=rnode"
+    assert seeded("default", 2) == "seed=2"
+    assert seeded("regularization=rnode", 1) == "regularization=rnode,seed=1"
+    assert (
+        seeded("regularization.jacobian=0.02,regularization=rnode", 3)
+        == "regularization.jacobian=0.02,regularization=rnode,seed=3"
+    )
+    names = ("default", "regularization=rnode_mnist", "regularization=rnode")
+    specs = _script().specs(Path("runs"), "quick", *names, seeds=(0, 1))
+    cnf = [(s.dataset, s.run, s.seed, s.path.name) for s in specs if s.experiment == "cnf"]
+    assert cnf[:4] == [
+        ("circles", "plain", 0, "default"),
+        ("circles", "regularized", 0, "regularization=rnode"),
+        ("circles", "plain", 1, "seed=1"),
+        ("circles", "regularized", 1, "regularization=rnode,seed=1"),
+    ]
+    assert all(s.command.endswith(" seed=1") for s in specs if s.seed == 1)
+
+
+def _cnf_rows(pairs):
+    """MNIST rows that are missing, then circles rows from (seed, plain wall, plain NLL, reg wall, reg NLL)
+    and moons rows that are missing."""
+
+    def row(experiment, dataset, run, **values):
+        return {**{c: "" for c in COLUMNS}, "experiment": experiment, "dataset": dataset, "run": run,
+                "status": "ok", **values}  # fmt: skip
+
+    rows = [row("mnist", "mnist", r, status="missing: run `x`") for r in ("plain", "regularized")]
+    for seed, wall_p, nll_p, wall_r, nll_r in pairs:
+        rows.append(row("cnf", "circles", "plain", seed=seed, train_wall_s=wall_p, test_nll=nll_p))
+        rows.append(row("cnf", "circles", "regularized", seed=seed, train_wall_s=wall_r, test_nll=nll_r))
+    rows += [row("cnf", "moons", r, status="missing: run `x`") for r in ("plain", "regularized")]
+    return rows
+
+
+def test_the_cnf_goal_over_seeds_is_on_the_means_and_names_each_seed():
+    """Two seeds: wall 150/100 and 210/100 s (1.5x, 2.1x), NLL differences +0.03 and -0.02: the means are
+    180 / 100 = 1.80x at +0.005 nats, met though one seed alone misses the NLL band; a missing seed makes
+    the goal not computable."""
+    _, _, circles, _ = _script().goals(
+        _cnf_rows([(0, 150.0, 3.30, 100.0, 3.33), (1, 210.0, 3.40, 100.0, 3.38)])
+    )
+    assert circles.met is True
+    assert "means over seeds 0, 1 (per seed: 1.50x at +0.030, 2.10x at -0.020 nats)" in circles.measured
+    assert "= 180 s / 100 s = 1.80x" in circles.measured and "= +0.005 nats" in circles.measured
+    _, _, slow, _ = _script().goals(_cnf_rows([(0, 140.0, 3.30, 100.0, 3.30), (1, 150.0, 3.40, 100.0, 3.40)]))
+    assert slow.met is False and "1.45x" in slow.measured
+    rows = _cnf_rows([(0, 150.0, 3.30, 100.0, 3.33), (1, 210.0, 3.40, 100.0, 3.38)])
+    rows[4] = {**rows[4], "status": "missing: run `y`", "run_dir": "runs/x"}
+    _, _, gone, _ = _script().goals(rows)
+    assert gone.met is None and "missing" in gone.measured
