@@ -87,8 +87,9 @@ cnf: venv ## CNF vs planar NF (Figures 4-5), exact trace vs Hutchinson at PROFIL
 MNIST_RUN = $(PY) -m experiments.mnist model=odenet profile=$(PROFILE) data_dir=$(abspath $(DATA_DIR))
 CNF_MLE_CNF = $(CNF_RUN) task=mle target=circles,moons flow=cnf size=64
 
-# The CNF pairs run with several seeds (one seed's held-out NLL moves by some 0.03 nats with the code's
-# rounding, more than the goal's +- 0.02); the goals are on the seeds' means. Seed 0 is the default folder.
+# The CNF pairs run with several seeds (one seed's held-out NLL moves by some 0.03 nats between commits
+# that change only the arithmetic, more than the goal's +- 0.02); the goals are on the seeds' means.
+# Seed 0 is the default folder.
 CNF_SEEDS ?= $(if $(filter smoke,$(PROFILE)),0,0 1 2)
 comma := ,
 CNF_MORE_SEEDS = $(subst $(eval) ,$(comma),$(filter-out 0,$(CNF_SEEDS)))
