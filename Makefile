@@ -92,7 +92,8 @@ CNF_MLE_CNF = $(CNF_RUN) task=mle target=circles,moons flow=cnf size=64
 # Seed 0 is the default folder.
 CNF_SEEDS ?= $(if $(filter smoke,$(PROFILE)),0,0 1 2)
 comma := ,
-CNF_MORE_SEEDS = $(subst $(eval) ,$(comma),$(filter-out 0,$(CNF_SEEDS)))
+space := $(subst ,, )
+CNF_MORE_SEEDS = $(subst $(space),$(comma),$(strip $(filter-out 0,$(CNF_SEEDS))))
 
 regularization: data ## Plain vs RNODE-regularised MNIST ODE-Net and CNF (NFE, time, error) at PROFILE; writes results/regularization.*
 	$(MNIST_RUN)

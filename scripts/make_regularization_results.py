@@ -18,9 +18,10 @@ import datetime
 import io
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,8 @@ SEEDS_NOTE = (
     "evaluation sample). One seed is not enough for the goal's +- 0.02 nats: the plain circles run of "
     "seed 0 ended at 3.341 nats at commit 91e22feff6ef and at 3.368 at 35d9ea3b7931 (same config; "
     "55e99a3 between them reorders the field's arithmetic, not its value), and the plain runs of three "
-    "seeds spread over some 0.03 nats; so the "
-    "CNF goals are judged on the seeds' means, and each seed's ratio and NLL difference is named."
+    "seeds spread over some 0.03 nats; so the CNF goals are judged on the seeds' means, and each seed's "
+    "ratio and NLL difference is named."
 )
 PAPER_NOTE = (
     "**Beside the paper.** Chen et al. (2018), Figure 3(d), plots the forward NFE of their MNIST ODE-Net "
@@ -205,8 +206,8 @@ def goals(rows: Sequence[Mapping[str, Any]]) -> list[Goal]:
         if missing:
             out.append(Goal(name, missing, None))
             continue
-        wall_p, wall_r = (_mean(_number(pair[i]["train_wall_s"]) for pair in pairs) for i in (0, 1))
-        nll_p, nll_r = (_mean(_number(pair[i]["test_nll"]) for pair in pairs) for i in (0, 1))
+        wall_p, wall_r = (fmean(_number(pair[i]["train_wall_s"]) for pair in pairs) for i in (0, 1))
+        nll_p, nll_r = (fmean(_number(pair[i]["test_nll"]) for pair in pairs) for i in (0, 1))
         speedup, diff = wall_p / wall_r, nll_r - nll_p
         over = ""
         if len(pairs) > 1:
@@ -232,11 +233,6 @@ def _seed_pairs(rows: Sequence[Mapping[str, Any]], dataset: str) -> list[tuple[M
     plain = [r for r in rows if (r["experiment"], r["dataset"], r["run"]) == ("cnf", dataset, "plain")]
     reg = [r for r in rows if (r["experiment"], r["dataset"], r["run"]) == ("cnf", dataset, "regularized")]
     return list(zip(plain, reg, strict=True))
-
-
-def _mean(values: Iterable[float | None]) -> float:
-    numbers = [float(v) for v in values if v is not None]
-    return sum(numbers) / len(numbers)
 
 
 def _missing(plain: Mapping[str, Any], reg: Mapping[str, Any], *keys: str) -> str:
@@ -384,13 +380,15 @@ def figure(specs_: Sequence[RunSpec], results: Mapping[RunSpec, Mapping[str, Any
     drawn: set[tuple[str, str]] = set()
     colors: dict[tuple[str, str, str], str] = {}  # one color per run, shared by its seeds
     for spec in specs_:
-        color = colors.setdefault((spec.experiment, spec.dataset, spec.run), f"C{len(colors)}")
+        key = (spec.experiment, spec.dataset, spec.run)
+        first = key not in colors  # the run's first seed has the legend entry; the others share its color
+        color = colors.setdefault(key, f"C{len(colors)}")
         if spec not in results:
             continue
         per_epoch = results[spec]["batches_per_epoch"]
-        label = spec.run if spec.experiment == "mnist" else f"{spec.dataset}, {spec.run}"
-        if spec.seed != min(s.seed for s in specs_ if s.experiment == spec.experiment):
-            label = None  # the run's other seeds: same color, one legend entry
+        label = None
+        if first:
+            label = spec.run if spec.experiment == "mnist" else f"{spec.dataset}, {spec.run}"
         for direction in ("forward", "backward"):
             ax = panels[spec.experiment, direction]
             series = read_training_series(spec.path, f"train_nfe_{direction}", f"nfe/{direction}")
