@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from neuralode.solvers.esdirk import esdirk_step
+from neuralode.solvers.esdirk import esdirk_step, newton_fraction
 from neuralode.solvers.esdirk_tableaux import KVAERNO3, KVAERNO5
 
 
@@ -69,3 +71,17 @@ def test_gradient_through_step_gradcheck() -> None:
 
     y0 = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(run, (y0,))
+
+
+@given(st.floats(min_value=1e-14, max_value=1.0))
+def test_newton_fraction(rtol: float) -> None:
+    """Newton's tolerance fraction: 1e-2 down to rtol 1e-4, sqrt(rtol) below it, never under 10 eps / rtol
+    (round-off), and the tensor form equal to the float one (joint and per-sample solves agree)."""
+    eps = torch.finfo(torch.float64).eps
+    got = newton_fraction(rtol, eps)
+    if rtol >= 1e-4:
+        assert got == 1e-2
+    elif rtol >= 1e-9:
+        assert got == pytest.approx(math.sqrt(rtol), rel=1e-15)
+    assert min(1e-2, 10 * eps / rtol) <= got <= 1e-2
+    assert float(newton_fraction(torch.tensor([rtol], dtype=torch.float64), eps)[0]) == got

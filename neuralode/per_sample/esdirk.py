@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 
 from ..solvers.esdirk import (
-    NEWTON_TOL,
     SMALL_SYSTEM,
     ESDIRKDeviceTableau,
+    newton_fraction,
     newton_reuse,
 )
 from ..solvers.esdirk_tableaux import ESDIRKTableau
@@ -36,15 +36,15 @@ from .problem import SampleProblem
 
 
 def row_newton_scale(y: Tensor, rtol: Tensor, atol: Tensor) -> Tensor:
-    """atol + rtol*|y| per row for Newton's stopping rule: the joint ``newton_scale`` with a row's
-    atol = 0 replaced by round-off of that row's largest entry (not the batch's)."""
+    """Newton's tolerance per row, (atol + rtol*|y|) * newton_fraction(rtol): the joint ``newton_scale``
+    with a row's atol = 0 replaced by round-off of that row's largest entry (not the batch's)."""
     y_abs = y.detach().abs()
     finfo = torch.finfo(y.dtype)
     rtol = rtol.clamp(min=100 * finfo.eps)
     if bool((atol == 0).any()):
         floor = (100 * finfo.eps * y_abs.amax(dim=1, keepdim=True)).clamp(min=finfo.tiny)
         atol = torch.where(atol > 0, atol, floor)
-    return y_abs * rtol + atol
+    return (y_abs * rtol + atol) * newton_fraction(rtol, finfo.eps)
 
 
 def row_jacobian(func, t: Tensor, y: Tensor, rows: Tensor | None) -> Tensor:
@@ -226,12 +226,12 @@ class RowNewton:
                 with torch.no_grad():
                     size = torch.linalg.vector_norm(dz.detach() / scale, dim=1).double() / root_n
                 finite = torch.isfinite(size)
-                small = iterating & finite & (size <= NEWTON_TOL)
+                small = iterating & finite & (size <= 1.0)
                 check = iterating & finite & ~small if it > 0 else torch.zeros_like(ok)
                 theta = size / prev
                 worst = torch.where(check, torch.maximum(worst, theta), worst)
                 diverged = check & (theta >= 1.0)
-                settled = check & (theta < 1.0) & (theta / (1.0 - theta) * size <= NEWTON_TOL)
+                settled = check & (theta < 1.0) & (theta / (1.0 - theta) * size <= 1.0)
                 nonfinite |= iterating & ~finite
                 converged |= small | settled
                 iterating = iterating & ~(small | settled | diverged | ~finite)

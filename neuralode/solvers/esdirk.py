@@ -24,7 +24,7 @@ from .dense import hermite_weights
 from .esdirk_tableaux import ESDIRKTableau
 from .implicit import jacobian, newton_tolerance
 
-NEWTON_TOL = 1e-2  # Newton stops when its estimated error is this fraction of the step's tolerance
+NEWTON_TOL = 1e-2  # Newton stops at this fraction of the step's tolerance (less below rtol 1e-4)
 FAILED_SHRINK = 0.25  # a step whose Newton iteration fails is retried this much shorter
 SMALL_SYSTEM = 64  # states up to this size: a Jacobian, an LU and an inverse cost little next to Newton
 
@@ -138,8 +138,9 @@ def _solve_stages(
     (``update``: the correction, or a factorised (I - dt_lu*gamma*J) for simplified Newton); each stage's
     slope is (z_i - explicit_i) / (dt*gamma).
 
-    A stage has converged when the scaled update (RMS of dz / scale), or the error it predicts from
-    the contraction theta (theta / (1 - theta) * |dz|), is under NEWTON_TOL; theta >= 1 is divergence.
+    A stage has converged when the scaled update (RMS of dz / scale, ``scale`` Newton's tolerance from
+    :func:`newton_scale`), or the error it predicts from the contraction theta (theta / (1 - theta) *
+    |dz|), is at most 1; theta >= 1 is divergence.
     ``perturb_end``: the step ends on a discontinuity of func, so stages at c >= 1 are evaluated just
     inside t + dt (kvaerno5's c = 1.23 stage too, clamped to the step's end). ``attach``: Newton
     iterates on detached states (``update`` must then build no graph) and each converged stage gets
@@ -170,7 +171,7 @@ def _solve_stages(
                 size = float(torch.linalg.vector_norm(dz.detach() / scale)) / root_n
             if not math.isfinite(size):
                 return _Stages(None, None, iters, worst, nonfinite=True)
-            if size <= NEWTON_TOL:
+            if size <= 1.0:
                 converged = True
                 break
             if prev is not None:
@@ -178,7 +179,7 @@ def _solve_stages(
                 worst = max(worst, theta)
                 if theta >= 1.0:
                     break
-                if theta / (1.0 - theta) * size <= NEWTON_TOL:
+                if theta / (1.0 - theta) * size <= 1.0:
                     converged = True
                     break
             prev = size
@@ -207,13 +208,26 @@ def failed_step(result: _Stages, dtab: ESDIRKDeviceTableau, y: Tensor) -> tuple[
     raise StepFailed(FAILED_SHRINK)
 
 
+def newton_fraction(rtol: float | Tensor, eps: float) -> float | Tensor:
+    """Newton's tolerance as a fraction of the step's: NEWTON_TOL, or sqrt(rtol) where smaller, floored
+    at 10 eps / rtol (SciPy's Radau and Hairer's radau5 use this rule).
+
+    With a fixed fraction the stage error stops shrinking with rtol: kvaerno5 on Van der Pol at mu =
+    1000 ended 22x rtol off at rtol 1e-8 (4.2x with this rule), at the same number of steps. Elementwise
+    for a tensor rtol.
+    """
+    if isinstance(rtol, Tensor):
+        return torch.maximum(10 * eps / rtol, rtol.sqrt()).clamp(max=NEWTON_TOL)
+    return min(NEWTON_TOL, max(10 * eps / rtol, math.sqrt(rtol)))
+
+
 def newton_scale(y: Tensor, rtol: float | Tensor, atol: float | Tensor) -> Tensor:
-    """atol + rtol*|y| for Newton's stopping rule, rtol floored at 100 eps and atol = 0 replaced by
-    round-off of the state (as the fixed-grid implicit methods do)."""
+    """Newton's tolerance per entry, (atol + rtol*|y|) * :func:`newton_fraction`: rtol floored at 100 eps
+    and atol = 0 replaced by round-off of the state (as the fixed-grid implicit methods do)."""
     y_abs = y.detach().abs()
     eps = torch.finfo(y.dtype).eps
     rtol = rtol.clamp(min=100 * eps) if isinstance(rtol, Tensor) else max(rtol, 100 * eps)
-    return y_abs * rtol + newton_tolerance(atol, y_abs)
+    return (y_abs * rtol + newton_tolerance(atol, y_abs)) * newton_fraction(rtol, eps)
 
 
 class NewtonStepper:
