@@ -181,12 +181,20 @@ def test_steps_at_equal_error_interpolates_and_falls_back():
         {"problem": "p", "method": "kvaerno5", "via": "neuralode", "seconds": 3.0},
         {"problem": "p", "method": "Radau", "via": "scipy", "seconds": 2.0},
         {"problem": "p", "method": "LSODA", "via": "scipy", "seconds": 1.0},
+        {"problem": "p", "method": "Radau", "via": "neuralode scipy_solver", "seconds": 6.0},
+        {"problem": "p", "method": "BDF", "via": "neuralode scipy_solver", "seconds": 2.0},
     ]
     result = {"case9_stiff": rows, "case9_sweep": radau + tighter}
-    (steps_row, wall_row) = stiff_target_rows(result, {"stiff": {"wall_ratio": 2.0}})
+    (steps_row, wrapped_row, direct_row) = stiff_target_rows(result, {"stiff": {"wall_ratio": 2.0}})
     assert steps_row[2] is True and "60 vs 80 steps" in steps_row[1]
-    assert wall_row[2] is False and "Radau 1.5x, LSODA 3.0x" in wall_row[1]
-    assert stiff_target_rows(result, {"stiff": {"wall_ratio": 3.0}})[1][2] is True
+    assert "through scipy_solver" in wrapped_row[0] and "directly" in direct_row[0]
+    assert wrapped_row[2] is True and "Radau 0.5x, BDF 1.5x; faster than: Radau" in wrapped_row[1]
+    assert direct_row[2] is False and "Radau 1.5x, LSODA 3.0x" in direct_row[1]
+    assert stiff_target_rows(result, {"stiff": {"wall_ratio": 3.0}})[2][2] is True
+    rows.append({"problem": "p", "method": "LSODA", "via": "neuralode scipy_solver", "seconds": 0.5})
+    assert stiff_target_rows(result, {"stiff": {"wall_ratio": 2.0}})[1][2] is True  # LSODA: reported only
+    rows[-2]["seconds"] = 1.0  # BDF through the wrapper 3x faster than kvaerno5: not within 2x
+    assert stiff_target_rows(result, {"stiff": {"wall_ratio": 2.0}})[1][2] is False
 
 
 def test_large_stiff_case_rows_and_its_memory_target():
@@ -236,6 +244,7 @@ def test_stiff_smoke_run(tmp_path):
     for problem in ("robertson", "van der pol mu=1000"):
         for method, via in (("kvaerno5", "neuralode"), ("kvaerno3", "neuralode"), ("Radau", "scipy"),
                             ("BDF", "scipy"), ("LSODA", "scipy"), ("Radau", "neuralode scipy_solver"),
+                            ("BDF", "neuralode scipy_solver"), ("LSODA", "neuralode scipy_solver"),
                             ("dopri5", "neuralode")):  # fmt: skip
             assert (problem, method, via) in methods
     for r in rows:
@@ -260,4 +269,4 @@ def test_stiff_smoke_run(tmp_path):
                  "evaluations per iteration"):  # fmt: skip
         assert line in text
     target_lines = [x for x in text.splitlines() if "(issue 22)" in x and x.startswith("| case")]
-    assert len(target_lines) == 5 and all(x.endswith(("| yes |", "| no |")) for x in target_lines)
+    assert len(target_lines) == 7 and all(x.endswith(("| yes |", "| no |")) for x in target_lines)
