@@ -5,7 +5,8 @@ Robertson's kinetics to t = 1e5 (atol 1e-10) and Van der Pol at mu = 1000 over a
 iterations, LU factorisations, wall time (median of repeats, round-robin) and error for kvaerno5 and
 kvaerno3; SciPy's Radau, BDF and LSODA called directly (``solve_ivp`` with a NumPy field and its
 analytic Jacobian: SciPy at its fastest) and through neuralode's ``scipy_solver`` (kvaerno5's torch
-field, autograd Jacobian: the issue's comparison); dopri5 with a ``max_num_steps`` cap (the row says when it hit the cap).
+field, autograd Jacobian: the issue's comparison); dopri5 with a ``max_num_steps`` cap (the row says
+when it hit the cap).
 
 Error: max over components at the last time of |y - ref| / (atol + |ref|), a relative error floored at
 the problem's atol, so that every tolerance of the sweep is judged on the same scale; ref is SciPy's
