@@ -303,8 +303,8 @@ def esdirk_step(
     max_iters: int = 10,
     f0: Tensor | None = None,
 ) -> ESDIRKStep:
-    """One step from t to t + dt with a Jacobian taken at (t, y), outside any engine (``scale``:
-    atol + rtol*|y| of Newton's stopping rule); ``func(t, y, perturb)`` as in FlatProblem."""
+    """One step from t to t + dt with a Jacobian taken at (t, y), outside any engine (``scale``: Newton's
+    tolerance per entry, as :func:`newton_scale` gives it); ``func(t, y, perturb)`` as in FlatProblem."""
     f_start, jac = jacobian(func, t, y, 0.0)
     if f0 is None:  # jacobian() detaches its f; recompute it where gradients flow through the step
         f0 = func(t, y, 0.0) if torch.is_grad_enabled() else f_start
