@@ -136,3 +136,22 @@ def test_per_sample_events_hit_the_closed_form_and_match_each_solo_solve(method)
         solo, _ = odeint_event(field(g[b], lam[b]), y0[b].detach(), torch.tensor(0.0, dtype=D),
                                event_fn=lambda t, y: y[0], **kw)  # fmt: skip
         torch.testing.assert_close(t_event[b].detach(), solo.detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_rows_with_their_own_rtol_take_their_solo_newton_iterations():
+    """A (B,) rtol across Newton's sqrt(rtol) rule (1e-2 of the tolerance at 1e-4, 1e-3 at 1e-6, 1e-4 at
+    1e-8): each row's steps and Newton iterations are those of its solo solve at its own rtol."""
+    rtols = torch.tensor([1e-4, 1e-6, 1e-8], dtype=D)
+    lam = torch.tensor([10.0, 100.0, 1000.0], dtype=D)
+    y0 = torch.ones(3, 1, dtype=D)
+    stats = SolveStats()
+    ys = odeint(stiff_rows(lam), y0, T, method="kvaerno5", rtol=rtols, atol=rtols * 1e-2, per_sample=True,
+                stats=stats)  # fmt: skip
+    for b in range(3):
+        solo = SolveStats()
+        lb, rb = float(lam[b]), float(rtols[b])
+        yb = odeint(lambda t, y, lb=lb: -lb * (y - torch.cos(t)), y0[b], T, method="kvaerno5", rtol=rb,
+                    atol=rb * 1e-2, stats=solo)  # fmt: skip
+        torch.testing.assert_close(ys[:, b], yb, rtol=1e-7, atol=1e-9)
+        assert int(stats.forward.n_steps[b]) == solo.forward.n_steps
+        assert int(stats.forward.n_newton_iters[b]) == solo.forward.n_newton_iters
