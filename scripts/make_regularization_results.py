@@ -283,6 +283,7 @@ def markdown(
     note: str | None = None,
 ) -> str:
     made_by = command or f"make regularization PROFILE={profile}"
+    seeded = _several_seeds(rows)
     lines = [
         f"# Regularised neural ODEs (RNODE): NFE over training, plain vs regularised ({profile} profile)",
         "",
@@ -299,7 +300,7 @@ def markdown(
         "file), the CNF `rnode.yaml`, whose HyperPlanarField gives the Frobenius norm exactly in closed form "
         "with its trace (no autograd; elsewhere it is Hutchinson's estimate with the noise fixed within a "
         "solve).",
-        *(["", SEEDS_NOTE] if _several_seeds(rows) else []),
+        *(["", SEEDS_NOTE] if seeded else []),
         "",
         "## Goals (issue 19, stated for the quick profile on CPU)",
         "",
@@ -314,7 +315,6 @@ def markdown(
         "wall time, s | training CPU time, s | epochs (iterations) | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    seeded = _several_seeds(rows)
     for row in rows:
         label = "MNIST ODE-Net" if row["experiment"] == "mnist" else f"CNF, {row['dataset']}"
         run = _run_label(row, seeded)
@@ -358,7 +358,7 @@ def markdown(
 
 def _several_seeds(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the page has CNF runs of a seed other than 0 (then each row names its seed)."""
-    return any(str(row["seed"]) not in ("0", "None", "") for row in rows)
+    return any(row["seed"] not in (0, None) for row in rows)
 
 
 def _run_label(row: Mapping[str, Any], seeded: bool) -> str:
