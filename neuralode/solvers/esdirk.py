@@ -115,7 +115,9 @@ def lu_update(func, factors: Factorization) -> NewtonUpdate:
     """Simplified Newton's correction with a factorised (I - dt_lu*gamma*J)."""
 
     def update(ti: float, z: Tensor, perturb: float, explicit: Tensor, gdt: float) -> Tensor:
-        residual = z - explicit - gdt * func(ti, z, perturb)
+        residual = torch.sub(z - explicit, func(ti, z, perturb), alpha=gdt)
+        if residual.dim() == 1:  # the engine's flat states: no reshapes on this hot path
+            return factors.solve(residual)
         return factors.solve(residual.reshape(-1)).reshape(z.shape)
 
     return update
@@ -167,8 +169,7 @@ def _solve_stages(
             iters += 1
             dz = update(ti, z, perturb, target, gdt)  # with ``attach``: from detached inputs, no graph
             z = z - dz
-            with torch.no_grad():
-                size = float(torch.linalg.vector_norm(dz.detach() / scale)) / root_n
+            size = float(torch.linalg.vector_norm(dz.detach() / scale)) / root_n  # detached: no graph
             if not math.isfinite(size):
                 return _Stages(None, None, iters, worst, nonfinite=True)
             if size <= 1.0:
