@@ -216,15 +216,14 @@ class RowNewton:
                 if not bool(iterating.any()):
                     break
                 iters += iterating
-                residual = z - explicit - gdt * func(ti, z, rows)
+                residual = torch.addcmul(z - explicit, gdt, func(ti, z, rows), value=-1.0)
                 if inverse is not None:
                     dz = (inverse @ residual[..., None])[..., 0]
                 else:
                     dz = torch.linalg.lu_solve(lu, pivots, residual[..., None])[..., 0]
                 dz = torch.where(iterating[:, None], dz, 0.0)
                 z = z - dz
-                with torch.no_grad():
-                    size = torch.linalg.vector_norm(dz.detach() / scale, dim=1).double() / root_n
+                size = torch.linalg.vector_norm(dz.detach() / scale, dim=1).double() / root_n  # detached
                 finite = torch.isfinite(size)
                 small = iterating & finite & (size <= 1.0)
                 check = iterating & finite & ~small if it > 0 else torch.zeros_like(ok)
