@@ -15,7 +15,7 @@ import torch
 
 from scripts.bench.harness import Timed, round_robin
 from scripts.bench.problems import make_block_field, make_mlp
-from scripts.bench.report import time_at_error
+from scripts.bench.report import time_at_error, write_markdown
 from scripts.bench.targets import load_targets, summary_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +94,18 @@ def test_targets_come_from_the_data_file():
     lines = summary_lines(result, stricter)
     assert speed.format("3.0", "no") in lines
     assert "| case 2, batch 512 float32: overhead <= 1.2 | 1.30 | no |" in lines
+
+
+def test_summary_heading_names_the_issues_of_its_rows():
+    """The stiff bench's table checks only issue 22's targets and must not be headed 'issue 8'; the
+    full bench's checks issues 8 (unlabelled rows), 18 and 22."""
+    from scripts.bench.targets import _issues_named
+
+    stiff = ["| case 9 (issue 22), robertson: ... | 1.6x | yes |", "| case 11 (issue 22): ... | yes |"]
+    assert _issues_named(stiff, 8) == "issue 22"
+    full = ["| case 1, batch 512 float32: ... | 2.2x | yes |", "| case 7 (issue 18), mlp: ... | 1.6x | yes |"]
+    assert _issues_named([*full, *stiff], 8) == "issues 8, 18 and 22"
+    assert _issues_named([], 8) == "issue 8"
 
 
 def test_smoke_run_writes_results(tmp_path):
@@ -270,3 +282,8 @@ def test_stiff_smoke_run(tmp_path):
         assert line in text
     target_lines = [x for x in text.splitlines() if "(issue 22)" in x and x.startswith("| case")]
     assert len(target_lines) == 7 and all(x.endswith(("| yes |", "| no |")) for x in target_lines)
+    assert text.startswith("# ") and "## Against the targets of issue 22\n" in text
+    for r in rows:  # counts are ints in bench.json (LSODA's were NumPy integers, written as strings)
+        assert all(isinstance(r[k], int) for k in ("steps", "nfe", "lu") if r.get(k) is not None)
+    write_markdown(result, tmp_path / "again.md")  # the page can be rebuilt from bench.json alone
+    assert (tmp_path / "again.md").read_text() == text

@@ -140,8 +140,9 @@ def _scipy_job(problem: dict, t_end: float, solver: str, rtol: float, atol: floa
         sol = solve_ivp(problem["np"], (0.0, t_end), problem["y0"], method=solver, jac=problem["jac"],
                         rtol=rtol, atol=atol)  # fmt: skip
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "steps": len(sol.t) - 1, "rejected": None, "nfe": sol.nfev,
-                "newton": None, "lu": sol.nlu, "njev": sol.njev, "y_end": sol.y[:, -1],
+        # int(): LSODA reports NumPy integers, which bench.json would write as strings
+        return {"seconds": seconds, "steps": len(sol.t) - 1, "rejected": None, "nfe": int(sol.nfev),
+                "newton": None, "lu": int(sol.nlu), "njev": int(sol.njev), "y_end": sol.y[:, -1],
                 "failed": "" if sol.success else sol.message}  # fmt: skip
 
     return run
