@@ -115,10 +115,8 @@ def lu_update(func, factors: Factorization) -> NewtonUpdate:
     """Simplified Newton's correction with a factorised (I - dt_lu*gamma*J)."""
 
     def update(ti: float, z: Tensor, perturb: float, explicit: Tensor, gdt: float) -> Tensor:
-        residual = torch.sub(z - explicit, func(ti, z, perturb), alpha=gdt)
-        if residual.dim() == 1:  # the engine's flat states: no reshapes on this hot path
-            return factors.solve(residual)
-        return factors.solve(residual.reshape(-1)).reshape(z.shape)
+        # z is flat: _solve_stages builds it with addmv from the flat state
+        return factors.solve(torch.sub(z - explicit, func(ti, z, perturb), alpha=gdt))
 
     return update
 
