@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import neuralode
+from scripts.bench.bare_loop import bare_dopri5
 from scripts.bench.harness import Timed, round_robin
-from scripts.bench.problems import make_block_field, make_mlp
+from scripts.bench.problems import make_block_field, make_mlp, mlp_problem
 from scripts.bench.report import time_at_error, write_markdown
 from scripts.bench.targets import load_targets, summary_lines
 
@@ -94,6 +96,25 @@ def test_targets_come_from_the_data_file():
     lines = summary_lines(result, stricter)
     assert speed.format("3.0", "no") in lines
     assert "| case 2, batch 512 float32: overhead <= 1.2 | 1.30 | no |" in lines
+    bare = {**row, "library": "bare loop (floor)", "seconds": 0.9, "overhead_ratio": 1.25}
+    lines = summary_lines({**result, "case1_forward": [*forward, bare]}, targets)
+    floor = "| case 2, batch 512 float32: overhead <= 1.35 | 1.30 (the bare loop's floor: 1.25) | yes |"
+    assert floor in lines
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bare_loop_takes_neuralodes_steps_to_its_answer(batch, dtype):
+    """Case 2's floor row is only a floor if it is the same algorithm: the same evaluations, the same
+    answer (to rounding: float32 sums in another order, no more), on the benchmark's problem."""
+    y0, t = mlp_problem(batch, dtype, 10)
+    bare, ours = Timed(make_mlp(dtype)), Timed(make_mlp(dtype))
+    with torch.no_grad():
+        ys_bare = bare_dopri5(bare, y0, t, 1e-6, 1e-6)
+        ys = neuralode.odeint(ours, y0, t, rtol=1e-6, atol=1e-6, method="dopri5")
+    assert bare.calls == ours.calls > 10
+    assert ys_bare.shape == ys.shape
+    torch.testing.assert_close(ys_bare, ys, rtol=0, atol=20 * torch.finfo(dtype).eps)
 
 
 def test_summary_heading_names_the_issues_of_its_rows():
@@ -133,6 +154,9 @@ def test_smoke_run_writes_results(tmp_path):
     forward = result["case1_forward"]
     assert forward and {"seconds", "func_seconds", "overhead_ratio", "nfe", "error"} <= set(forward[0])
     assert all(row["nfe"] > 0 and row["overhead_ratio"] >= 1.0 for row in forward)
+    nfe = {(r["library"], r["batch"], r["dtype"]): r["nfe"] for r in forward}
+    bare = [key for key in nfe if key[0] == "bare loop (floor)"]
+    assert bare and all(nfe[key] == nfe[("neuralode", *key[1:])] for key in bare)
     modes = {row["mode"] for row in result["case3_gradients"]}
     assert modes == {"direct", "adjoint", "seminorm", "adjoint-nocarry", "seminorm-nocarry", "checkpoint"}
     assert all(row["grad_rel_error"] < 1e-2 for row in result["case3_gradients"])

@@ -13,6 +13,7 @@ from torch import Tensor
 import neuralode
 
 from .adapters import CHECKPOINT_MODES, MODES, NOCARRY_MODES, SOLVE
+from .bare_loop import BARE, bare_dopri5
 from .harness import Timed, round_robin
 from .problems import (
     block_input,
@@ -35,7 +36,10 @@ def forward_job(lib: str, field: Timed, y0: Tensor, t: Tensor, tol: float, refer
         field.reset()
         start = time.perf_counter()
         with torch.no_grad():
-            ys = SOLVE[lib](field, y0, t, tol, tol, "nograd")
+            if lib == BARE:
+                ys = bare_dopri5(field, y0, t, tol, tol)
+            else:
+                ys = SOLVE[lib](field, y0, t, tol, tol, "nograd")
         seconds = time.perf_counter() - start
         return {
             "seconds": seconds,
@@ -54,10 +58,11 @@ def case_forward(libs: list[str], cfg: dict) -> list[dict]:
         reference = mlp_reference(batch, cfg["n_times"])
         for dtype in (torch.float32, torch.float64):
             y0, t = mlp_problem(batch, dtype, cfg["n_times"])
-            fields = {lib: Timed(make_mlp(dtype)) for lib in libs}
-            jobs = {lib: forward_job(lib, fields[lib], y0, t, cfg["tol"], reference) for lib in libs}
+            timed = [*libs, BARE] if "neuralode" in libs else libs
+            fields = {lib: Timed(make_mlp(dtype)) for lib in timed}
+            jobs = {lib: forward_job(lib, fields[lib], y0, t, cfg["tol"], reference) for lib in timed}
             result = round_robin(jobs, cfg["repeats"])
-            for lib in libs:
+            for lib in timed:
                 rows.append(
                     {
                         "batch": batch,
@@ -71,7 +76,7 @@ def case_forward(libs: list[str], cfg: dict) -> list[dict]:
                 f"case 1 batch={batch} {dtype}: "
                 + ", ".join(
                     f"{lib} {result[lib]['seconds'] * 1e3:.1f} ms (NFE {result[lib]['nfe']:.0f})"
-                    for lib in libs
+                    for lib in timed
                 ),
                 flush=True,
             )

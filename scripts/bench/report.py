@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .adapters import memory_modes
 from .adjoint_cases import paired_log_ratio
+from .bare_loop import BARE
 from .large_stiff import large_stiff_lines
 from .per_sample_cases import per_sample_lines
 from .stiff_cases import stiff_lines
@@ -134,6 +135,15 @@ def write_markdown(result: dict, path: Path) -> None:
             f"{row['overhead_ratio']:.2f} |"
         )
     out.append("")
+    if any(row["library"] == BARE for row in forward):
+        out += [
+            f"`{BARE}`: the same dopri5 with no engine around it (scripts/bench/bare_loop.py: no argument "
+            "checks, tuple states, statistics, callbacks, stops, events or autograd paths), taking "
+            "neuralode's steps to its answer; its overhead is what a PyTorch engine written in Python spends "
+            "beyond func on this field at the least (a time tensor, the stage input, the call and the "
+            "stored stage per evaluation; the error norm and controller per step).",
+            "",
+        ]
 
     sweep = result["case1_sweep"]
     if sweep:
