@@ -13,7 +13,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 DOCS_STAMP := $(VENV)/.docs-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data test test-full lint format table1 figure3 cnf regularization table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv bench-stiff
+.PHONY: help venv data test test-full lint format table1 figure3 cnf regularization table2 bench dashboard tensorboard reproduce dist docs docs-serve clean-venv bench-stiff bench-diffrax
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -131,6 +131,17 @@ bench: $(BENCH_STAMP) ## Speed/memory vs torchdiffeq and torchode (installs them
 
 bench-stiff: $(BENCH_STAMP) ## Only the stiff cases of make bench (9-11, about 15 minutes); writes results/bench_stiff/bench.*
 	$(PY) -m scripts.bench --cases 9 10 11 --out-dir results/bench_stiff $(BENCH_ARGS)
+
+DIFFRAX_VENV := .venv-diffrax
+DIFFRAX_STAMP := $(DIFFRAX_VENV)/.installed-stamp
+
+$(DIFFRAX_STAMP): requirements/diffrax.txt
+	@test -x $(DIFFRAX_VENV)/bin/python || $(PYTHON) -m venv $(DIFFRAX_VENV)
+	$(DIFFRAX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/diffrax.txt
+	@touch $@
+
+bench-diffrax: $(DIFFRAX_STAMP) ## diffrax's Kvaerno5 at SciPy Radau's error on case 9's problems (JAX, own venv); writes results/bench_stiff/diffrax_kvaerno5.*
+	$(DIFFRAX_VENV)/bin/python -m scripts.bench.diffrax_kvaerno
 
 docs: $(DOCS_STAMP) ## Build the documentation site strictly into site/, then check two pages render in headless Chromium
 	$(PY) -m mkdocs build --strict -d site

@@ -311,3 +311,38 @@ def test_stiff_smoke_run(tmp_path):
         assert all(isinstance(r[k], int) for k in ("steps", "nfe", "lu") if r.get(k) is not None)
     write_markdown(result, tmp_path / "again.md")  # the page can be rebuilt from bench.json alone
     assert (tmp_path / "again.md").read_text() == text
+
+
+def test_diffrax_cross_check_needs_no_torch_and_reads_equal_error_steps(tmp_path):
+    """``make bench-diffrax`` runs in an environment without torch: its module and the stiff problems it
+    shares with case 9 must import with torch unavailable. Its summary interpolates each method's steps
+    at Radau's error as case 9 does, and takes neuralode's rows from a case-9 bench.json."""
+    blocked = "import sys; sys.modules['torch'] = None; import scripts.bench.diffrax_kvaerno"
+    done = subprocess.run([sys.executable, "-c", blocked], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from scripts.bench.diffrax_kvaerno import markdown, ours_from, summary
+
+    bench = {
+        "meta": {"commit": "abc", "date": "today"},
+        "case9_sweep": [
+            {"problem": "robertson", "method": m, "rtol": r, "steps": s, "error": e}
+            for m, r, s, e in [
+                ("kvaerno5", 1e-5, 100, 1e-6),
+                ("kvaerno5", 1e-6, 200, 1e-8),
+                ("Radau", 1e-6, 9, 1),
+            ]
+        ],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    ours, meta = ours_from(tmp_path / "bench.json")
+    assert [r["steps"] for r in ours] == [100, 200] and meta["commit"] == "abc"
+    radau = {"problem": "robertson", "method": "Radau (SciPy)", "rtol": 1e-6, "steps": 150, "error": 1e-7,
+             "result": "ok"}  # fmt: skip
+    vdp = {**radau, "problem": "van der pol mu=1000"}
+    table = summary([radau, vdp, *ours])
+    row = next(r for r in table if r["problem"] == "robertson")
+    assert row["radau_steps"] == 150 and row["steps"] == pytest.approx(100 * 2**0.5)  # log-log midpoint
+    assert next(r for r in table if r["problem"] != "robertson")["steps"] is None  # no kvaerno5 rows there
+    page = markdown([radau, vdp, *ours], table, {"date": "d", "commit": "c", "machine": "m", "versions": {}},
+                    meta, "bench.json")  # fmt: skip
+    assert "| robertson | neuralode kvaerno5 | 1.0e-07 | 150 | 141 | 0.94x |" in page

@@ -29,7 +29,8 @@ from neuralode.training.monitor import current_rss_mb, peak_rss_mb, reset_peak_r
 
 from .config import ROOT
 from .harness import Timed
-from .stiff_cases import cell, scaled_error
+from .stiff_cases import cell
+from .stiff_problems import scaled_error
 
 F64 = torch.float64
 K, C, T_END = 1e4, 100.0, 2.0

@@ -21,15 +21,14 @@ The 100,000-state matrix-free problem is case 11 (large_stiff.py), with its own 
 
 from __future__ import annotations
 
-import itertools
-import math
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
+from . import stiff_problems
 from .harness import Timed, round_robin
+from .stiff_problems import log_interpolate, reference, scaled_error
 
 F64 = torch.float64
 VIA_WRAPPER = "neuralode scipy_solver"  # SciPy's solver on kvaerno5's torch field (autograd Jacobian)
@@ -46,46 +45,11 @@ def van_der_pol(t, y):
     return torch.stack([y[..., 1], 1000.0 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], -1)
 
 
-def _robertson_np(t, y):
-    return np.array([-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2,
-                     3e7 * y[1] ** 2])  # fmt: skip
-
-
-def _robertson_jac(t, y):
-    return np.array([[-0.04, 1e4 * y[2], 1e4 * y[1]],
-                     [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
-                     [0.0, 6e7 * y[1], 0.0]])  # fmt: skip
-
-
-def _vdp_np(t, y):
-    return np.array([y[1], 1000.0 * (1 - y[0] ** 2) * y[1] - y[0]])
-
-
-def _vdp_jac(t, y):
-    return np.array([[0.0, 1.0], [-2000.0 * y[0] * y[1] - 1.0, 1000.0 * (1 - y[0] ** 2)]])
-
-
+TORCH_FIELDS = {"robertson": robertson, "van der pol mu=1000": van_der_pol}
+# each problem's NumPy side (stiff_problems.py) with its torch field as "func"
 PROBLEMS = {
-    "robertson": {"func": robertson, "np": _robertson_np, "jac": _robertson_jac, "y0": [1.0, 0.0, 0.0],
-                  "atol": 1e-10, "ref_rtol": 1e-11, "ref_atol": 1e-16},
-    "van der pol mu=1000": {"func": van_der_pol, "np": _vdp_np, "jac": _vdp_jac, "y0": [2.0, 0.0],
-                            "atol": 1e-9, "ref_rtol": 1e-12, "ref_atol": 1e-14},
-}  # fmt: skip
-
-
-def scaled_error(y: np.ndarray, ref: np.ndarray, atol: float) -> float:
-    """max |y - ref| / (atol + |ref|): the relative error, floored at atol."""
-    return float(np.max(np.abs(y - ref) / (atol + np.abs(ref))))
-
-
-def _reference(problem: dict, t_end: float) -> np.ndarray:
-    from scipy.integrate import solve_ivp
-
-    sol = solve_ivp(problem["np"], (0.0, t_end), problem["y0"], method="Radau", jac=problem["jac"],
-                    rtol=problem["ref_rtol"], atol=problem["ref_atol"])  # fmt: skip
-    if not sol.success:
-        raise RuntimeError(f"reference solve failed: {sol.message}")
-    return sol.y[:, -1]
+    name: {**numpy_side, "func": TORCH_FIELDS[name]} for name, numpy_side in stiff_problems.PROBLEMS.items()
+}
 
 
 def _neuralode_job(problem: dict, t_end: float, method: str, rtol: float, atol: float, options=None):
@@ -187,7 +151,7 @@ def case_stiff(cfg: dict) -> tuple[list[dict], list[dict]]:
     rows, sweep = [], []
     for name, t_end in cfg["stiff_t_end"].items():
         problem = PROBLEMS[name]
-        ref = _reference(problem, t_end)
+        ref = reference(problem, t_end)
         rtol, atol = cfg["stiff_rtol"], problem["atol"]
         summary = round_robin(_jobs(problem, t_end, rtol, atol), cfg["stiff_repeats"])
         once = round_robin(_single_jobs(problem, t_end, rtol, atol, cfg["stiff_dopri5_cap"]), 1, warmup=0)
@@ -215,18 +179,6 @@ def case_stiff(cfg: dict) -> tuple[list[dict], list[dict]]:
                 sweep.append({"problem": name, "method": key[0], "rtol": sweep_rtol, **values})
     sweep.sort(key=lambda r: (r["problem"], r["method"] != "kvaerno5", -r["rtol"]))
     return rows, sweep
-
-
-def log_interpolate(points: list[tuple[float, float]], x: float) -> float | None:
-    """y at x, log-log linear between the (x, y) points sorted by x (None outside their range)."""
-    points = sorted(p for p in points if p[0] > 0 and p[1] > 0)
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if x0 <= x <= x1:
-            if x1 == x0:
-                return y0
-            w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return math.exp(math.log(y0) + w * (math.log(y1) - math.log(y0)))
-    return None
 
 
 def steps_at_equal_error(sweep: list[dict], problem: str) -> dict | None:

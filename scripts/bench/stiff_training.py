@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .harness import Timed
-from .stiff_cases import _robertson_jac, _robertson_np
+from .stiff_problems import _robertson_jac, _robertson_np
 
 F64 = torch.float64
 TRUE_LOG_RATES = (np.log(0.04), np.log(1e4), np.log(3e7))
