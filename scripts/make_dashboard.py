@@ -68,6 +68,13 @@ SECTIONS = (
         "make bench-stiff",
         ("bench_stiff/bench.json",),
     ),
+    Section(
+        "Benchmarks: the stiff step counts beside diffrax's Kvaerno5",
+        ("bench_stiff/diffrax_kvaerno5.md",),
+        (),
+        "make bench-diffrax",
+        ("bench_stiff/diffrax_kvaerno5.json",),
+    ),
 )
 
 
