@@ -201,11 +201,12 @@ def main() -> None:
     parser.add_argument("--rtols", nargs="+", type=float, default=RTOLS)
     args = parser.parse_args()
     ours, ours_meta = ours_from(ROOT / args.ours)
+    commit = _git_commit()  # before the run: what it wrote must not make its own commit look dirty
     measured = measure(args.rtols)
     rows = measured + [r for r in ours if r["rtol"] in args.rtols]
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": _git_commit(),
+        "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, {platform.system()} "
         f"{platform.release()}",
         "versions": {name: version(name) for name in ("jax", "jaxlib", "diffrax", "scipy", "numpy")},
