@@ -3,7 +3,6 @@ table per case) and bench_memory.png (case 5)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from .bare_loop import BARE
 from .large_stiff import large_stiff_lines
 from .per_sample_cases import per_sample_lines
 from .stiff_cases import stiff_lines
+from .stiff_problems import log_interpolate
 from .stiff_training import training_lines
 from .targets import summary_lines
 
@@ -33,14 +33,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def time_at_error(rows: list[dict], lib: str, error: float) -> float | None:
     """Time of ``lib`` at the given error, interpolated log-log between its sweep points (None outside)."""
-    points = sorted((r["error"], r["seconds"]) for r in rows if r["library"] == lib and r["error"] > 0)
-    for (e0, s0), (e1, s1) in itertools.pairwise(points):
-        if e0 <= error <= e1:
-            if e1 == e0:
-                return s0
-            w = (math.log(error) - math.log(e0)) / (math.log(e1) - math.log(e0))
-            return math.exp(math.log(s0) + w * (math.log(s1) - math.log(s0)))
-    return None
+    return log_interpolate([(r["error"], r["seconds"]) for r in rows if r["library"] == lib], error)
 
 
 def plot_memory(rows: list[dict], path: Path) -> None:
