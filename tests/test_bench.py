@@ -324,6 +324,7 @@ def test_diffrax_cross_check_needs_no_torch_and_reads_equal_error_steps(tmp_path
 
     bench = {
         "meta": {"commit": "abc", "date": "today"},
+        "config": {"stiff_t_end": {"robertson": 1.0}, "stiff_sweep_rtols": [1e-5, 1e-6], "stiff_rtol": 1e-6},
         "case9_sweep": [
             {"problem": "robertson", "method": m, "rtol": r, "steps": s, "error": e}
             for m, r, s, e in [
@@ -336,13 +337,14 @@ def test_diffrax_cross_check_needs_no_torch_and_reads_equal_error_steps(tmp_path
     (tmp_path / "bench.json").write_text(json.dumps(bench))
     ours, meta = ours_from(tmp_path / "bench.json")
     assert [r["steps"] for r in ours] == [100, 200] and meta["commit"] == "abc"
+    assert meta["config"]["stiff_sweep_rtols"] == [1e-5, 1e-6]  # the cross-check repeats case 9's sweep
     radau = {"problem": "robertson", "method": "Radau (SciPy)", "rtol": 1e-6, "steps": 150, "error": 1e-7,
              "result": "ok"}  # fmt: skip
     vdp = {**radau, "problem": "van der pol mu=1000"}
-    table = summary([radau, vdp, *ours])
+    table = summary([radau, vdp, *ours], 1e-6)
     row = next(r for r in table if r["problem"] == "robertson")
     assert row["radau_steps"] == 150 and row["steps"] == pytest.approx(100 * 2**0.5)  # log-log midpoint
     assert next(r for r in table if r["problem"] != "robertson")["steps"] is None  # no kvaerno5 rows there
     page = markdown([radau, vdp, *ours], table, {"date": "d", "commit": "c", "machine": "m", "versions": {}},
-                    meta, "bench.json")  # fmt: skip
+                    meta, "bench.json", 1e-6)  # fmt: skip
     assert "| robertson | neuralode kvaerno5 | 1.0e-07 | 150 | 141 | 0.94x |" in page

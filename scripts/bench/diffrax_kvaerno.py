@@ -28,9 +28,6 @@ import numpy as np
 from .stiff_problems import PROBLEMS, log_interpolate, reference, scaled_error
 
 ROOT = Path(__file__).resolve().parents[2]
-T_END = {"robertson": 1e5, "van der pol mu=1000": 3000.0}  # case 9's full profile (config.py)
-RTOLS = [1e-5, 1e-6, 1e-7, 1e-8, 1e-9]  # case 9's sweep; atol scaled with rtol from the problem's at 1e-6
-REFERENCE_RTOL = 1e-6  # Radau's point whose error the steps are compared at
 CONTROLLERS = {
     "I (diffrax's default)": {"pcoeff": 0.0, "icoeff": 1.0},
     "PI 0.3/0.4 (diffrax's advice for stiff problems)": {"pcoeff": 0.3, "icoeff": 0.4},
@@ -86,22 +83,24 @@ def at_radau_error(points: list[tuple[float, float]], radau: dict) -> float | No
     return log_interpolate([p for p in points if p[0] == p[0]], radau["error"])
 
 
-def measure(rtols: list[float]) -> list[dict]:
+def measure(t_end: dict[str, float], rtols: list[float], reference_rtol: float) -> list[dict]:
+    """Radau and both Kvaerno5 controllers over ``rtols`` (atol scaled with rtol from the problem's atol at
+    ``reference_rtol``), to the end times ``t_end`` of case 9's run."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     fields, rows = jax_fields(), []
     for name, problem in PROBLEMS.items():
-        t_end, atol0 = T_END[name], problem["atol"]
-        ref = reference(problem, t_end)
+        end, atol0 = t_end[name], problem["atol"]
+        ref = reference(problem, end)
         for rtol in rtols:
-            atol = atol0 * rtol / REFERENCE_RTOL
-            radau = radau_run(problem, t_end, rtol, atol)
+            atol = atol0 * rtol / reference_rtol
+            radau = radau_run(problem, end, rtol, atol)
             error = scaled_error(radau["y_end"], ref, atol0)
             rows.append({"problem": name, "method": "Radau (SciPy)", "rtol": rtol, "steps": radau["steps"],
                          "error": error, "result": radau["result"]})  # fmt: skip
             for controller, coefficients in CONTROLLERS.items():
-                run = diffrax_run(fields[name], problem["y0"], t_end, rtol, atol, coefficients)
+                run = diffrax_run(fields[name], problem["y0"], end, rtol, atol, coefficients)
                 error = float("nan") if run["y_end"] is None else scaled_error(run["y_end"], ref, atol0)
                 rows.append({"problem": name, "method": f"diffrax Kvaerno5, {controller}", "rtol": rtol,
                              "steps": run["steps"], "accepted": run["accepted"], "error": error,
@@ -113,22 +112,28 @@ def measure(rtols: list[float]) -> list[dict]:
 
 
 def ours_from(bench_json: Path) -> tuple[list[dict], dict]:
-    """neuralode kvaerno5's sweep rows and the run's meta from a case-9 bench.json."""
+    """neuralode kvaerno5's sweep rows and the run's meta from a case-9 bench.json (whose ``config``
+    gives the end times, the sweep and the reference rtol that this cross-check repeats)."""
     result = json.loads(bench_json.read_text())
     rows = [
         {"problem": r["problem"], "method": "neuralode kvaerno5", "rtol": r["rtol"], "steps": r["steps"],
          "error": r["error"], "result": "ok"}
         for r in result["case9_sweep"] if r["method"] == "kvaerno5"
     ]  # fmt: skip
-    return rows, result["meta"]
+    return rows, {**result["meta"], "config": result["config"]}
 
 
-def summary(rows: list[dict]) -> list[dict]:
-    """Per problem and method: steps at the error of Radau's run at REFERENCE_RTOL, against Radau's."""
+def summary(rows: list[dict], reference_rtol: float) -> list[dict]:
+    """Per problem and method: steps at the error of Radau's run at ``reference_rtol`` (as case 9: its
+    first point not looser than that, else its tightest), against Radau's; a problem without Radau rows
+    is left out."""
     out = []
     for name in PROBLEMS:
-        radau = next(r for r in rows if r["problem"] == name and r["method"].startswith("Radau")
-                     and r["rtol"] == REFERENCE_RTOL)  # fmt: skip
+        sweep = sorted((r for r in rows if r["problem"] == name and r["method"].startswith("Radau")),
+                       key=lambda r: -r["rtol"])  # fmt: skip
+        if not sweep:
+            continue
+        radau = next((r for r in sweep if r["rtol"] <= reference_rtol), sweep[-1])
         for method in dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("Radau")):
             points = [
                 (r["error"], r["steps"]) for r in rows if r["problem"] == name and r["method"] == method
@@ -152,7 +157,9 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def markdown(rows: list[dict], table: list[dict], meta: dict, ours_meta: dict, ours_path: str) -> str:
+def markdown(
+    rows: list[dict], table: list[dict], meta: dict, ours_meta: dict, ours_path: str, reference_rtol: float
+) -> str:
     lines = [
         "# Case 9 cross-check: diffrax's Kvaerno5 at SciPy Radau's error (`make bench-diffrax`)",
         "",
@@ -169,7 +176,7 @@ def markdown(rows: list[dict], table: list[dict], meta: dict, ours_meta: dict, o
         "(atol + |ref|) at t_end against SciPy's Radau at rtol 1e-11 / 1e-12. Steps: attempted (accepted + "
         "rejected) for both kvaerno5 implementations, accepted for Radau. Equal error: each method's steps "
         "interpolated "
-        f"(log-log over its rtol sweep) at the error of Radau's run at rtol {REFERENCE_RTOL:g}.",
+        f"(log-log over its rtol sweep) at the error of Radau's run at rtol {reference_rtol:g}.",
         "",
         "## Steps at Radau's error",
         "",
@@ -198,12 +205,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ours", default="results/bench_stiff/bench.json", help="case 9's bench.json")
     parser.add_argument("--out-dir", default="results/bench_stiff")
-    parser.add_argument("--rtols", nargs="+", type=float, default=RTOLS)
+    parser.add_argument("--rtols", nargs="+", type=float, default=None, help="default: case 9's sweep")
     args = parser.parse_args()
     ours, ours_meta = ours_from(ROOT / args.ours)
+    config = ours_meta["config"]  # case 9's settings in the run whose rows are compared
+    rtols = args.rtols or config["stiff_sweep_rtols"]
     commit = _git_commit()  # before the run: what it wrote must not make its own commit look dirty
-    measured = measure(args.rtols)
-    rows = measured + [r for r in ours if r["rtol"] in args.rtols]
+    measured = measure(config["stiff_t_end"], rtols, config["stiff_rtol"])
+    rows = measured + [r for r in ours if r["rtol"] in rtols]
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
@@ -211,13 +220,16 @@ def main() -> None:
         f"{platform.release()}",
         "versions": {name: version(name) for name in ("jax", "jaxlib", "diffrax", "scipy", "numpy")},
     }
-    table = summary(rows)
+    table = summary(rows, config["stiff_rtol"])
     out = ROOT / args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     payload = {"meta": meta, "ours": {"path": args.ours, "meta": ours_meta}, "rows": rows, "summary": table}
     for path, text in (
         (out / "diffrax_kvaerno5.json", json.dumps(payload, indent=1, default=float)),
-        (out / "diffrax_kvaerno5.md", markdown(rows, table, meta, ours_meta, args.ours)),
+        (
+            out / "diffrax_kvaerno5.md",
+            markdown(rows, table, meta, ours_meta, args.ours, config["stiff_rtol"]),
+        ),
     ):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
