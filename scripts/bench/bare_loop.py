@@ -1,9 +1,9 @@
 """A bare dopri5 loop: the floor of case 2's overhead (total / time inside func) for a Python engine.
 
 The same algorithm as neuralode's dopri5 on one flat tensor state, with the same steps, NFE and answer on
-case 1 (Hairer's initial step, the mixed RMS norm of the error over atol + rtol * max(|y0|, |y1|), the
-I controller with safety 0.9 and step factors in [0.2, 10], the last step clamped to the end, outputs
-from the Shampine interpolant), and nothing else: no argument checks, tuple states, statistics,
+case 1 (the package's initial step selection and I controller at dopri5's default options, the mixed RMS
+norm of the error over atol + rtol * max(|y0|, |y1|), the last step clamped to the end, outputs from
+the Shampine interpolant), and nothing else: no argument checks, tuple states, statistics,
 callbacks, stops, events or autograd paths. Per stage it does what any PyTorch engine must (a time
 tensor, the stage input, the call, the stage stored); what it spends beyond func is what an engine
 written in Python cannot avoid on this field. Used only by the benchmark, never by the package.
@@ -16,15 +16,20 @@ import math
 import torch
 from torch import Tensor
 
+from neuralode.solvers.controllers import IntegralController, initial_step
 from neuralode.solvers.dopri5 import DOPRI5
+from neuralode.solvers.options import AdaptiveOptions
 from neuralode.solvers.runge_kutta import DeviceTableau, dense_eval
 
 BARE = "bare loop (floor)"  # its library name in case 1's rows
-SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 
 
 def _rms(x: Tensor) -> float:
     return float(torch.linalg.vector_norm(x)) / math.sqrt(x.numel())
+
+
+def _rms_tensor(x: Tensor) -> Tensor:
+    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
 def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor:
@@ -32,6 +37,9 @@ def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor
     shape, y = y0.shape, y0.reshape(-1)
     dtab = DeviceTableau(DOPRI5, y.dtype, y.device)
     c, a, order = dtab.c, dtab.a, DOPRI5.embedded_order + 1
+    # the engine's controller arithmetic at dopri5's defaults: the floor shares the algorithm, not the engine
+    defaults = AdaptiveOptions()
+    controller = IntegralController(order, defaults.safety, defaults.ifactor, defaults.dfactor)
     stages = torch.empty((dtab.num_stages, y.numel()), dtype=y.dtype, device=y.device)
     rows, prefix_t = list(stages.unbind(0)), [stages[:i].t() for i in range(dtab.num_stages + 1)]
 
@@ -41,7 +49,7 @@ def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor
     times = t.tolist()
     t0, t_end = times[0], times[-1]
     f0 = f(t0, y)
-    h = _initial_step(f, t0, y, f0, rtol, atol, order)
+    h = initial_step(f, t0, y, f0, 1.0, order - 1, rtol, atol, _rms_tensor)
     outputs, next_out, y_abs = [y], 1, y.abs()
     while next_out < len(times):
         t1 = min(t0 + h, t_end)
@@ -67,18 +75,5 @@ def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor
                 outputs.append(yi)
                 next_out += 1
             t0, y, y_abs, f0 = t1, yi, y1_abs, rows[-1].clone()
-        factor = MAX_FACTOR if ratio == 0.0 else SAFETY * ratio ** (-1.0 / order)
-        factor = min(MAX_FACTOR, max(MIN_FACTOR, factor))
-        h = abs(dt) * (factor if ratio <= 1.0 else min(factor, 1.0))
+        h = controller.next_step(abs(dt), ratio, accepted=ratio <= 1.0)
     return torch.stack(outputs).view(len(times), *shape)
-
-
-def _initial_step(f, t0: float, y: Tensor, f0: Tensor, rtol: float, atol: float, order: int) -> float:
-    """Hairer, Norsett & Wanner's starting step (one more evaluation of f)."""
-    scale = y.abs() * rtol + atol
-    d0, d1 = _rms(y / scale), _rms(f0 / scale)
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    f1 = f(t0 + h0, y + h0 * f0)
-    d2 = _rms((f1 - f0) / scale) / h0
-    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1.0 / order)
-    return min(100 * h0, h1)
