@@ -11,25 +11,16 @@ written in Python cannot avoid on this field. Used only by the benchmark, never 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from neuralode._setup.norms import RMSNorm
 from neuralode.solvers.controllers import IntegralController, initial_step
 from neuralode.solvers.dopri5 import DOPRI5
 from neuralode.solvers.options import AdaptiveOptions
 from neuralode.solvers.runge_kutta import DeviceTableau, dense_eval
 
 BARE = "bare loop (floor)"  # its library name in case 1's rows
-
-
-def _rms(x: Tensor) -> float:
-    return float(torch.linalg.vector_norm(x)) / math.sqrt(x.numel())
-
-
-def _rms_tensor(x: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
 
 
 def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor:
@@ -40,6 +31,7 @@ def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor
     # the engine's controller arithmetic at dopri5's defaults: the floor shares the algorithm, not the engine
     defaults = AdaptiveOptions()
     controller = IntegralController(order, defaults.safety, defaults.ifactor, defaults.dfactor)
+    rms = RMSNorm((y.numel(),))  # the engine's error norm: a tensor for the initial step, a float per step
     stages = torch.empty((dtab.num_stages, y.numel()), dtype=y.dtype, device=y.device)
     rows, prefix_t = list(stages.unbind(0)), [stages[:i].t() for i in range(dtab.num_stages + 1)]
 
@@ -49,7 +41,7 @@ def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor
     times = t.tolist()
     t0, t_end = times[0], times[-1]
     f0 = f(t0, y)
-    h = initial_step(f, t0, y, f0, 1.0, order - 1, rtol, atol, _rms_tensor)
+    h = initial_step(f, t0, y, f0, 1.0, order - 1, rtol, atol, rms)
     outputs, next_out, y_abs = [y], 1, y.abs()
     while next_out < len(times):
         t1 = min(t0 + h, t_end)
@@ -63,7 +55,7 @@ def bare_dopri5(func, y0: Tensor, t: Tensor, rtol: float, atol: float) -> Tensor
             rows[i].copy_(f(t0 + c[i] * dt, yi))
         y1_abs = yi.abs()
         scale = torch.maximum(y_abs, y1_abs).mul_(rtol).add_(atol)
-        ratio = _rms(torch.mv(stages.t(), dtab.b_err).div_(scale)) * abs(dt)
+        ratio = rms.host(torch.mv(stages.t(), dtab.b_err).div_(scale)) * abs(dt)
         if ratio <= 1.0:
             thetas = []
             while next_out < len(times) and times[next_out] < t1:
