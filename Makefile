@@ -95,6 +95,14 @@ comma := ,
 space := $(subst ,, )
 CNF_MORE_SEEDS = $(subst $(space),$(comma),$(strip $(filter-out 0,$(CNF_SEEDS))))
 
+# The weights' trade-off (not at smoke): the CNF with the kinetic term alone, and with the Jacobian term
+# alone at three weights, at the same seeds; the results page finds these folders beside the pair and
+# tabulates time, NFE and NLL against the plain runs. CNF_SWEEP= (empty) skips them.
+CNF_SWEEP ?= $(if $(filter smoke,$(PROFILE)),,yes)
+CNF_SWEEP_JACOBIANS ?= 0.01,0.02,0.03
+KINETIC_ONLY = regularization=rnode regularization.jacobian=0
+JACOBIAN_ONLY = regularization=rnode regularization.kinetic=0 regularization.jacobian=$(CNF_SWEEP_JACOBIANS)
+
 regularization: data ## Plain vs RNODE-regularised MNIST ODE-Net and CNF (NFE, time, error) at PROFILE; writes results/regularization.*
 	$(MNIST_RUN)
 	$(MNIST_RUN) regularization=rnode_mnist
@@ -102,6 +110,10 @@ regularization: data ## Plain vs RNODE-regularised MNIST ODE-Net and CNF (NFE, t
 	$(CNF_MLE_CNF) regularization=rnode
 	$(if $(CNF_MORE_SEEDS),$(CNF_MLE_CNF) seed=$(CNF_MORE_SEEDS))
 	$(if $(CNF_MORE_SEEDS),$(CNF_MLE_CNF) regularization=rnode seed=$(CNF_MORE_SEEDS))
+	$(if $(CNF_SWEEP),$(CNF_MLE_CNF) $(KINETIC_ONLY))
+	$(if $(CNF_SWEEP),$(CNF_MLE_CNF) $(JACOBIAN_ONLY))
+	$(if $(and $(CNF_SWEEP),$(CNF_MORE_SEEDS)),$(CNF_MLE_CNF) $(KINETIC_ONLY) seed=$(CNF_MORE_SEEDS))
+	$(if $(and $(CNF_SWEEP),$(CNF_MORE_SEEDS)),$(CNF_MLE_CNF) $(JACOBIAN_ONLY) seed=$(CNF_MORE_SEEDS))
 	$(PY) scripts/make_regularization_results.py --profile $(PROFILE) --seeds $(CNF_SEEDS) $(if $(filter smoke,$(PROFILE)),--out runs/regularization/smoke)
 
 LATENT_RUNS := $(foreach n,$(LATENT_COUNTS),$(foreach net,rnn latent_ode,runs/latent_ode/$(PROFILE)/$(net)/n$(n)/default/result.json))

@@ -3,6 +3,8 @@
 Reads finished runs (``result.json`` and ``epochs.csv``, TensorBoard for the per-iteration curves):
 the MNIST ODE-Net ``runs/mnist/<profile>/odenet/<plain>`` and ``.../<regularized>`` and the CNF maximum
 likelihood runs ``runs/cnf/<profile>/mle/<dataset>/cnf-64-auto/<plain>`` and ``.../<cnf-regularized>``,
+and every other regularised CNF setting found beside them (a folder named by ``regularization*`` and
+``seed`` overrides only, e.g. a Hydra sweep of the weights: the trade-off table, means over seeds),
 and writes ``regularization.md``, ``regularization.csv`` and ``regularization.png`` to ``<out>``
 (``results/`` for quick, ``results/<profile>/`` otherwise). A run that is missing is a row saying so and
 the command that makes it; no number is written that a run did not measure. Prints the issue's goals
@@ -14,6 +16,7 @@ with the measured values and whether each is met.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import io
 import json
@@ -44,10 +47,10 @@ NLL_GOAL = 0.02  # |regularised - plain| held-out NLL, at most (nats)
 COLUMNS = (
     "experiment", "dataset", "run", "status", "run_dir", "regularization", "test_error_pct", "test_nll",
     "epochs", "iterations", "nfe_forward_first", "nfe_forward_last", "nfe_backward_first",
-    "nfe_backward_last", "seconds_per_iteration", "train_wall_s", "train_cpu_s", "profile", "device",
-    "seed", "date", "commit", "command",
+    "nfe_backward_last", "nfe_per_iteration", "seconds_per_iteration", "train_wall_s", "train_cpu_s",
+    "profile", "device", "seed", "date", "commit", "command", "setting",
 )  # fmt: skip
-NUMBERS = COLUMNS[6:18]
+SWEEP_RUN = "sweep"  # the run label of a CNF setting found beside the pair (see sweep_specs)
 SEEDS_NOTE = (
     "The CNF pairs are trained once per seed (the seed draws the initial weights, the data and the "
     "evaluation sample). One seed is not enough for the goal's +- 0.02 nats: the plain circles run of "
@@ -72,10 +75,11 @@ class RunSpec:
 
     experiment: str  # "mnist" or "cnf"
     dataset: str
-    run: str  # "plain" or "regularized"
+    run: str  # "plain", "regularized" or SWEEP_RUN (a setting found beside the pair)
     path: Path
     command: str
     seed: int = 0
+    setting: str = ""  # the folder name without its seed override: what the trade-off table groups by
 
 
 def specs(
@@ -90,15 +94,55 @@ def specs(
         RunSpec("mnist", "mnist", "regularized", mnist / regularized, base + _override(regularized)),
     ]
     for dataset in DATASETS:
-        folder = runs / "cnf" / profile / "mle" / dataset / CNF_SETTING
-        cmd = f"python -m experiments.cnf task=mle target={dataset} flow=cnf size=64 profile={profile}"
+        folder = _cnf_folder(runs, profile, dataset)
+        cmd = _cnf_command(dataset, profile)
         for seed in seeds:
-            for run, name in (
-                ("plain", _seeded(plain, seed)),
-                ("regularized", _seeded(cnf_regularized, seed)),
-            ):
-                out.append(RunSpec("cnf", dataset, run, folder / name, cmd + _override(name), seed))
+            for run, setting in (("plain", plain), ("regularized", cnf_regularized)):
+                name = _seeded(setting, seed)
+                out.append(RunSpec("cnf", dataset, run, folder / name, cmd + _override(name), seed, setting))
     return out
+
+
+def _cnf_folder(runs: Path, profile: str, dataset: str) -> Path:
+    return runs / "cnf" / profile / "mle" / dataset / CNF_SETTING
+
+
+def _cnf_command(dataset: str, profile: str) -> str:
+    return f"python -m experiments.cnf task=mle target={dataset} flow=cnf size=64 profile={profile}"
+
+
+def sweep_specs(runs: Path, profile: str, known: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    """The other regularised CNF settings beside the pair, per dataset: every folder whose name is
+    ``regularization*`` and ``seed`` overrides only, sets the ``regularization`` group and is not one of
+    ``known`` (the pair's settings), at ``seeds``; one spec per (setting, seed), sorted by setting."""
+    out = []
+    for dataset in DATASETS:
+        folder = _cnf_folder(runs, profile, dataset)
+        found: dict[str, set[int]] = {}
+        for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+            parsed = _setting_and_seed(path.name)
+            if path.is_dir() and parsed and parsed[0] not in known and parsed[1] in seeds:
+                found.setdefault(parsed[0], set()).add(parsed[1])
+        for setting in sorted(found):
+            for seed in sorted(found[setting]):
+                name = _seeded(setting, seed)
+                command = _cnf_command(dataset, profile) + _override(name)
+                out.append(RunSpec("cnf", dataset, SWEEP_RUN, folder / name, command, seed, setting))
+    return out
+
+
+def _setting_and_seed(name: str) -> tuple[str, int] | None:
+    """(the name without its ``seed=k`` override, k) for a folder named by regularisation overrides and
+    a seed only, with the ``regularization`` group among them; None for any other folder."""
+    overrides = name.split(",")
+    keys = [item.partition("=")[0] for item in overrides]
+    seeds = [item.partition("=")[2] for item in overrides if item.startswith("seed=")]
+    allowed = all(
+        key == "seed" or key == "regularization" or key.startswith("regularization.") for key in keys
+    )
+    if not allowed or "regularization" not in keys or len(seeds) > 1 or not all(s.isdigit() for s in seeds):
+        return None
+    return ",".join(item for item in overrides if not item.startswith("seed=")), int(seeds[0]) if seeds else 0
 
 
 def _override(name: str) -> str:
@@ -119,7 +163,7 @@ def run_row(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the run's row, its result.json): measured values, or a row saying the run is missing."""
     row: dict[str, Any] = {key: None for key in COLUMNS}
     row.update(experiment=spec.experiment, dataset=spec.dataset, run=spec.run, run_dir=str(spec.path),
-               command=spec.command, seed=spec.seed)  # fmt: skip
+               command=spec.command, seed=spec.seed, setting=spec.setting)  # fmt: skip
     path = spec.path / "result.json"
     if not path.exists():
         row["status"] = f"missing: run `{spec.command}`"
@@ -138,6 +182,7 @@ def run_row(spec: RunSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
         iterations=len(history) * result["batches_per_epoch"],
         nfe_forward_first=first["train_nfe_forward"], nfe_forward_last=last["train_nfe_forward"],
         nfe_backward_first=first["train_nfe_backward"], nfe_backward_last=last["train_nfe_backward"],
+        nfe_per_iteration=fmean(r["train_nfe_forward"] + r["train_nfe_backward"] for r in history),
         seconds_per_iteration=result["mean_seconds_per_iteration"],
         train_wall_s=_total(history, "wall_s"), train_cpu_s=_total(history, "cpu_s"),
         **{key: result.get(key) for key in ("profile", "device", "seed", "date", "commit")},
@@ -206,8 +251,8 @@ def goals(rows: Sequence[Mapping[str, Any]]) -> list[Goal]:
         if missing:
             out.append(Goal(name, missing, None))
             continue
-        wall_p, wall_r = (fmean(_number(pair[i]["train_wall_s"]) for pair in pairs) for i in (0, 1))
-        nll_p, nll_r = (fmean(_number(pair[i]["test_nll"]) for pair in pairs) for i in (0, 1))
+        wall_p, wall_r = _means(pairs, "train_wall_s")
+        nll_p, nll_r = _means(pairs, "test_nll")
         speedup, diff = wall_p / wall_r, nll_r - nll_p
         over = ""
         if len(pairs) > 1:
@@ -223,7 +268,7 @@ def goals(rows: Sequence[Mapping[str, Any]]) -> list[Goal]:
             f"{over}training wall time plain / regularised = {wall_p:.4g} s / {wall_r:.4g} s = "
             f"{speedup:.2f}x; "
             f"held-out NLL regularised - plain = {nll_r:.3f} - {nll_p:.3f} = {diff:+.3f} nats",
-            speedup >= SPEEDUP_GOAL and abs(diff) <= NLL_GOAL + 1e-9,
+            _cnf_goal_met(speedup, diff),
         ))  # fmt: skip
     return out
 
@@ -244,6 +289,154 @@ def _missing(plain: Mapping[str, Any], reg: Mapping[str, Any], *keys: str) -> st
             if _number(row[key]) is None:
                 return f"the {row['run']} run did not record {key} ({row['run_dir']}; retrain it)"
     return ""
+
+
+@dataclass(frozen=True)
+class TradeOff:
+    """One regularised CNF setting against the plain runs of the same seeds (means over those seeds).
+
+    wall ratio = plain / this training wall time (the goal's speed-up) = NFE ratio / cost ratio, where
+    NFE ratio = plain / this NFE per iteration (forward + backward, mean over training) and cost ratio =
+    this / plain wall time per evaluation: the speed-up the saved evaluations would give at no extra
+    cost per evaluation, and what each evaluation costs more. The numbers are None when no seed has
+    both runs finished."""
+
+    dataset: str
+    setting: str
+    regularization: str
+    seeds: tuple[int, ...]
+    left_out: tuple[str, ...]  # why a seed of this setting is not in the means
+    wall_s: float | None = None
+    wall_ratio: float | None = None
+    nfe: float | None = None
+    nfe_ratio: float | None = None
+    nll: float | None = None
+    nll_diff: float | None = None
+
+    @property
+    def cost_ratio(self) -> float | None:
+        return None if self.wall_ratio is None else self.nfe_ratio / self.wall_ratio
+
+    @property
+    def meets_goal(self) -> bool:
+        return self.wall_ratio is not None and _cnf_goal_met(self.wall_ratio, self.nll_diff)
+
+
+def _cnf_goal_met(speedup: float, nll_diff: float) -> bool:
+    """The CNF goal: at least SPEEDUP_GOAL times less training wall time at NLL within +- NLL_GOAL."""
+    return speedup >= SPEEDUP_GOAL and _in_nll_window(nll_diff)
+
+
+def _in_nll_window(nll_diff: float) -> bool:
+    return abs(nll_diff) <= NLL_GOAL + 1e-9
+
+
+def _means(pairs: Sequence[tuple[Mapping[str, Any], ...]], key: str) -> tuple[float, float]:
+    """(plain, regularised) means of ``key`` over the (plain, regularised) row pairs."""
+    return fmean(_number(pair[0][key]) for pair in pairs), fmean(_number(pair[1][key]) for pair in pairs)
+
+
+def trade_offs(rows: Sequence[Mapping[str, Any]]) -> list[TradeOff]:
+    """Per dataset, the regularised pair's setting, then every sweep setting, against the plain runs:
+    means over the seeds where the plain and this setting's runs both finished and recorded the numbers
+    (any other seed is named in ``left_out``)."""
+    out = []
+    keys = ("train_wall_s", "nfe_per_iteration", "test_nll")
+    for dataset in DATASETS:
+        cnf = [r for r in rows if r["experiment"] == "cnf" and r["dataset"] == dataset]
+        plain = {str(r["seed"]): r for r in cnf if r["run"] == "plain"}
+        settings: dict[str, list[Mapping[str, Any]]] = {}
+        for r in cnf:
+            if r["run"] != "plain":
+                settings.setdefault(r["setting"], []).append(r)
+        for setting, runs in settings.items():
+            pairs, left_out = [], []
+            for r in runs:
+                partner = plain.get(str(r["seed"]))
+                why = "no plain run" if partner is None else _missing(partner, r, *keys).split(" (")[0]
+                if why:
+                    left_out.append(f"seed {r['seed']}: {why}")  # the reason without the run's folder
+                else:
+                    pairs.append((partner, r))
+            found = TradeOff(dataset, setting, str(runs[0]["regularization"] or setting),
+                             tuple(int(_number(r["seed"])) for _, r in pairs), tuple(left_out))  # fmt: skip
+            if pairs:
+                (wall_p, wall), (nfe_p, nfe), (nll_p, nll) = (_means(pairs, key) for key in keys)
+                found = dataclasses.replace(
+                    found, regularization=str(pairs[0][1]["regularization"]), wall_s=wall,
+                    wall_ratio=wall_p / wall, nfe=nfe, nfe_ratio=nfe_p / nfe, nll=nll, nll_diff=nll - nll_p,
+                )  # fmt: skip
+            out.append(found)
+    return out
+
+
+def _labels(found: Sequence[TradeOff]) -> dict[TradeOff, str]:
+    """Each setting's description, with its overrides where two settings of a dataset share one."""
+    counts: dict[tuple[str, str], int] = {}
+    for t in found:
+        counts[t.dataset, t.regularization] = counts.get((t.dataset, t.regularization), 0) + 1
+    return {
+        t: t.regularization
+        if counts[t.dataset, t.regularization] == 1
+        else f"{t.regularization} (`{t.setting}`)"
+        for t in found
+    }
+
+
+def trade_off_lines(found: Sequence[TradeOff], profile: str) -> list[str]:
+    """The trade-off section: the settings' table and, per dataset, the best ratios in the NLL window."""
+    if not found:
+        return []
+    label = _labels(found)
+    lines = [
+        "## Trade-off: regularisation weights, training time and held-out NLL (CNF)",
+        "",
+        "Every regularised CNF setting found beside the pair (the pair's own first), against the plain runs "
+        "of the same seeds: times, NFE and NLL are means over those seeds, the ratios are of those means. "
+        "The wall-time ratio (the goal's speed-up) is the NFE ratio divided by the cost ratio: the NFE "
+        "ratio is the speed-up that the saved evaluations alone would give, the cost ratio what one "
+        "evaluation of the regularised solve costs against a plain one (the penalties' extra states and "
+        "their arithmetic; the wall time per evaluation includes the solver's own work).",
+        "",
+        "| dataset | regularisation | seeds | training wall time, s | plain / this | NFE per iteration "
+        "(forward + backward, mean over training) | plain / this | cost per evaluation, this / plain | "
+        "held-out NLL | this - plain | meets the goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in found:
+        seeds = ", ".join(map(str, t.seeds)) or "none"
+        seeds += f" ({'; '.join(t.left_out)}: left out)" if t.left_out else ""
+        if t.wall_ratio is None:
+            lines.append(f"| {t.dataset} | {label[t]} | {seeds} | - | - | - | - | - | - | - | - |")
+            continue
+        lines.append(
+            f"| {t.dataset} | {label[t]} | {seeds} | {t.wall_s:.1f} | {t.wall_ratio:.2f}x | "
+            f"{t.nfe:.1f} | {t.nfe_ratio:.2f}x | {t.cost_ratio:.2f}x | {t.nll:.3f} | {t.nll_diff:+.3f} | "
+            f"{'yes' if t.meets_goal else 'no'} |"
+        )
+    lines.append("")
+    for dataset in DATASETS:
+        measured = [t for t in found if t.dataset == dataset and t.wall_ratio is not None]
+        window = [t for t in measured if _in_nll_window(t.nll_diff)]
+        if not measured:
+            continue
+        if not window:
+            lines.append(f"- {dataset}: no setting ends within +- {NLL_GOAL} nats of the plain runs.")
+            continue
+        fastest = max(window, key=lambda t: t.wall_ratio)
+        fewest = max(window, key=lambda t: t.nfe_ratio)
+        lines.append(
+            f"- {dataset}, within +- {NLL_GOAL} nats of the plain runs: the largest wall-time ratio is "
+            f"{fastest.wall_ratio:.2f}x ({label[fastest]}), the largest NFE ratio "
+            f"{fewest.nfe_ratio:.2f}x ({label[fewest]}); the goal asks for {SPEEDUP_GOAL}x."
+        )
+    lines += [
+        "",
+        f"Each run of these settings, with its command, is a row of `{STEM}.csv` (run `{SWEEP_RUN}`; "
+        f"`setting` names the overrides, the `{profile}` profile throughout).",
+        "",
+    ]
+    return lines
 
 
 def provenance(results: Sequence[Mapping[str, Any]], profile: str) -> list[str]:
@@ -281,9 +474,11 @@ def markdown(
     profile: str,
     command: str | None = None,
     note: str | None = None,
+    trade: Sequence[TradeOff] = (),
 ) -> str:
     made_by = command or f"make regularization PROFILE={profile}"
     seeded = _several_seeds(rows)
+    rows = [row for row in rows if row["run"] != SWEEP_RUN]  # the sweep's runs: the trade-off table
     lines = [
         f"# Regularised neural ODEs (RNODE): NFE over training, plain vs regularised ({profile} profile)",
         "",
@@ -347,6 +542,7 @@ def markdown(
         "in `epochs.csv` (the iterations with their batch preparation, evaluation excluded; CPU time is "
         "the process's, all threads). Test error / NLL: the final epoch's, no checkpoint selection.",
         "",
+        *trade_off_lines(trade, profile),
         PAPER_NOTE,
         "",
         "Figure: `regularization.png` (forward and backward NFE per iteration over training, plain vs "
@@ -431,17 +627,19 @@ def write_results(
 ) -> tuple[list[dict[str, Any]], list[Goal]]:
     """Read the runs, write the three files to ``out``; returns the rows and the goals."""
     all_specs = specs(runs, profile, plain, regularized, cnf_regularized, seeds)
+    swept = sweep_specs(runs, profile, (plain, cnf_regularized), seeds)
     rows, results = [], {}
-    for spec in all_specs:
+    for spec in [*all_specs, *swept]:
         row, result = run_row(spec)
         rows.append(row)
         if result is not None:
             results[spec] = result
     found = goals(rows)
+    trade = trade_offs(rows)
     header = provenance([{**r, "experiment": s.experiment} for s, r in results.items()], profile)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / f"{STEM}.csv", rows)
-    atomic_write_text(out / f"{STEM}.md", markdown(rows, found, header, profile, command, note))
+    atomic_write_text(out / f"{STEM}.md", markdown(rows, found, header, profile, command, note, trade))
     title = f"Plain vs RNODE-regularised training ({profile} profile, commit {git_commit(ROOT)})"
     atomic_write_bytes(out / f"{STEM}.png", figure(all_specs, results, title))
     return rows, found
@@ -478,7 +676,8 @@ def main() -> None:
     )
     for row in rows:
         if row["status"] != "ok":
-            print(f"{row['experiment']} {row['dataset']} {row['run']}: {row['status']}")
+            which = f" {row['setting']} seed {row['seed']}" if row["run"] == SWEEP_RUN else ""
+            print(f"{row['experiment']} {row['dataset']} {row['run']}{which}: {row['status']}")
     for goal in found:
         print(goal.line())
     print(f"-> {out / STEM}.md, .csv, .png")

@@ -32,9 +32,10 @@ CNF = ["task=mle", "target=moons", "flow=cnf", "size=64", "profile=smoke", "prog
 COLUMNS = [
     "experiment", "dataset", "run", "status", "run_dir", "regularization", "test_error_pct", "test_nll",
     "epochs", "iterations", "nfe_forward_first", "nfe_forward_last", "nfe_backward_first",
-    "nfe_backward_last", "seconds_per_iteration", "train_wall_s", "train_cpu_s", "profile", "device",
-    "seed", "date", "commit", "command",
+    "nfe_backward_last", "nfe_per_iteration", "seconds_per_iteration", "train_wall_s", "train_cpu_s",
+    "profile", "device", "seed", "date", "commit", "command", "setting",
 ]  # fmt: skip
+SWEPT = "regularization.kinetic=0,regularization=rnode"  # a weight sweep's folder: found beside the pair
 
 
 def _script():
@@ -55,7 +56,8 @@ def _python(cwd: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """Both MNIST configs and both CNF ones (moons only: circles stays missing), each pair one multirun
-    into folders named by the group (the plain one ``regularization=none``), then the script."""
+    into folders named by the group (the plain one ``regularization=none``), one more regularised CNF
+    setting in the folder Hydra names for its overrides, then the script."""
     root = tmp_path_factory.mktemp("regularization")
     data = write_fake_mnist(root / "data")
     subdir = "hydra.sweep.subdir='regularization=${regularization.name}'"
@@ -65,6 +67,8 @@ def made(tmp_path_factory):
     cnf = root / "runs/cnf/smoke/mle/moons/cnf-64-auto"
     _python(root, "-m", "experiments.cnf", "-m", *CNF, "regularization=none,rnode",
             f"hydra.sweep.dir='{cnf}'", subdir)  # fmt: skip
+    _python(root, "-m", "experiments.cnf", *CNF, *SWEPT.split(","), f"hydra.run.dir='{cnf / SWEPT}'")
+    (cnf / "iterations=5,regularization=rnode").mkdir()  # another budget: not a setting of the sweep
     out = root / "out"
     printed = _python(root, str(SCRIPT), "--profile", "smoke", "--runs", str(root / "runs"),
                       "--out", str(out), "--plain", "regularization=none")  # fmt: skip
@@ -103,6 +107,24 @@ def test_the_page_table_and_figure_are_written_with_every_run_measured_or_named_
     page = (out / "regularization.md").read_text()
     assert "(smoke profile)" in page and "Figure 3(d)" in page and "seed: 0" in page
     assert page.count("| MNIST ODE-Net |") == 2 and "| CNF, circles | plain | - |" in page
+    assert page.count("| CNF, moons |") == 2  # the sweep's run is in the trade-off table, not here
+
+
+def test_a_setting_found_beside_the_pair_is_a_row_and_a_trade_off_line_from_its_numbers(made):
+    out, _, rows = made
+    swept = [r for r in rows if r["run"] == "sweep"]
+    found = [(r["dataset"], r["setting"], r["status"], r["seed"]) for r in swept]
+    assert found == [("moons", SWEPT, "ok", "0")]
+    assert swept[0]["regularization"] == "rnode (jacobian 0.01)"
+    assert swept[0]["command"].endswith("profile=smoke regularization.kinetic=0 regularization=rnode")
+    plain = _by(rows)["cnf", "moons", "plain"]
+    wall = float(plain["train_wall_s"]) / float(swept[0]["train_wall_s"])
+    nfe = float(plain["nfe_per_iteration"]) / float(swept[0]["nfe_per_iteration"])
+    diff = float(swept[0]["test_nll"]) - float(plain["test_nll"])
+    page = (out / "regularization.md").read_text()
+    line = next(x for x in page.splitlines() if x.startswith("| moons | rnode (jacobian 0.01) |"))
+    assert f"| {wall:.2f}x |" in line and f"| {nfe:.2f}x |" in line and f"| {diff:+.3f} |" in line
+    assert page.count("| moons | ") == 2 and "## Trade-off" in page  # the pair's setting, then the sweep's
 
 
 def test_the_goal_lines_follow_from_the_csv_numbers(made):
@@ -216,3 +238,83 @@ def test_the_cnf_goal_over_seeds_is_on_the_means_and_names_each_seed():
     rows[4] = {**rows[4], "status": "missing: run `y`", "run_dir": "runs/x"}
     _, _, gone, _ = _script().goals(rows)
     assert gone.met is None and "missing" in gone.measured
+
+
+def test_only_folders_named_by_regularisation_and_seed_overrides_are_settings():
+    parse = _script()._setting_and_seed
+    assert parse("regularization=rnode") == ("regularization=rnode", 0)
+    assert parse("regularization.jacobian=0.02,regularization=rnode,seed=2") == (
+        "regularization.jacobian=0.02,regularization=rnode",
+        2,
+    )
+    for name in ("default", "seed=1", "iterations=2400,regularization=rnode", "regularization.kinetic=0",
+                 "regularization=rnode,seed=x", "lr=0.1,regularization=rnode"):  # fmt: skip
+        assert parse(name) is None, name
+
+
+def _trade_rows():
+    """Plain circles seeds 0, 1, 2 (seed 2 unfinished); setting A at seeds 0, 1, 2; setting B at seeds 0
+    and 1 (1 unfinished); setting C at seed 0 without a recorded wall time; D at seed 1 only, unfinished."""
+
+    def row(run, seed, wall, nfe, nll, setting="", status="ok"):
+        return {**{c: "" for c in COLUMNS}, "experiment": "cnf", "dataset": "circles", "run": run,
+                "status": status, "seed": seed, "train_wall_s": wall, "nfe_per_iteration": nfe,
+                "test_nll": nll, "setting": setting, "regularization": setting,
+                "run_dir": f"runs/{setting}"}  # fmt: skip
+
+    return [
+        row("plain", 0, 150.0, 200.0, 3.30, "default"),
+        row("regularized", 0, 100.0, 100.0, 3.31, "A"),
+        row("plain", 1, 210.0, 220.0, 3.40, "default"),
+        row("regularized", 1, 100.0, 110.0, 3.41, "A"),
+        row("plain", 2, "", "", "", "default", status="unfinished: 4/10 epochs"),
+        row("regularized", 2, 90.0, 90.0, 3.35, "A"),
+        row("sweep", 0, 50.0, 40.0, 3.50, "B"),
+        row("sweep", 1, 60.0, 60.0, 3.60, "B", status="unfinished: 3/10 epochs"),
+        row("sweep", 0, "", 40.0, 3.50, "C"),
+        row("sweep", 1, "", "", "", "D", status="unfinished: 1/10 epochs"),
+    ]
+
+
+def test_trade_offs_are_means_over_the_seeds_both_runs_finished():
+    """A: seeds 0, 1 (seed 2's plain run is unfinished): wall 180 / 100 = 1.80x, NFE 210 / 105 = 2.00x,
+    so each evaluation costs 2.00 / 1.80 = 1.11x; NLL +0.010: the goal is met. B: seed 0 only:
+    150 / 50 = 3.00x at +0.200: not. C: no wall time recorded, D: unfinished: named, not measured."""
+    a, b, c, d = _script().trade_offs(_trade_rows())
+    assert (a.setting, a.seeds) == ("A", (0, 1)) and a.left_out == ("seed 2: the plain run is unfinished",)
+    assert a.wall_ratio == pytest.approx(1.8) and a.nfe_ratio == pytest.approx(2.0)
+    assert a.cost_ratio == pytest.approx(2.0 / 1.8) and a.nll_diff == pytest.approx(0.01) and a.meets_goal
+    assert (b.setting, b.seeds, b.left_out) == ("B", (0,), ("seed 1: the sweep run is unfinished",))
+    assert b.wall_ratio == pytest.approx(3.0) and b.nll_diff == pytest.approx(0.2) and not b.meets_goal
+    assert c.seeds == () and c.wall_ratio is None and "did not record train_wall_s" in c.left_out[0]
+    assert d.seeds == () and d.cost_ratio is None and not d.meets_goal
+    lines = "\n".join(_script().trade_off_lines([a, b, c, d], "quick"))
+    assert "| circles | A | 0, 1 (seed 2: the plain run is unfinished: left out) | 100.0 | " in lines
+    assert "| 1.80x | 105.0 | 2.00x | 1.11x | 3.360 | +0.010 | yes |" in lines
+    assert "| circles | B | 0 (seed 1: the sweep run is unfinished: left out) | 50.0 |" in lines
+    assert "| circles | D | none (seed 1: the sweep run is unfinished: left out) | - | - |" in lines
+    assert "circles, within +- 0.02 nats of the plain runs: the largest wall-time ratio is 1.80x (A)" in lines
+
+
+def test_settings_that_share_a_description_are_told_apart_by_their_overrides():
+    rows = [r for r in _trade_rows() if r["setting"] in ("default", "A", "B")]
+    rows = [{**r, "regularization": "rnode (jacobian 0.01)"} if r["run"] != "plain" else r for r in rows]
+    lines = "\n".join(_script().trade_off_lines(_script().trade_offs(rows), "quick"))
+    assert "| circles | rnode (jacobian 0.01) (`A`) |" in lines and "| rnode (jacobian 0.01) (`B`) |" in lines
+
+
+@pytest.mark.parametrize("profile, sweeps", [("quick", True), ("smoke", False)])
+def test_make_regularization_sweeps_the_weights_beside_the_pair_except_at_smoke(profile, sweeps):
+    """The trade-off runs (kinetic alone; jacobian alone at three weights) at every seed, in folders the
+    page finds; none at smoke, which the tests run."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CNF_SEEDS", "CNF_SWEEP", "CNF_SWEEP_JACOBIANS")}
+    done = subprocess.run(["make", "-n", "regularization", f"PROFILE={profile}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    cnf = [line for line in done.stdout.splitlines() if "experiments.cnf" in line]
+    jacobian_only = [x for x in cnf if "regularization.kinetic=0 regularization.jacobian=0.01,0.02,0.03" in x]
+    kinetic_only = [x for x in cnf if "regularization.jacobian=0" in x.split()]
+    if not sweeps:
+        assert not jacobian_only and not kinetic_only and len(cnf) == 2
+        return
+    for runs in (jacobian_only, kinetic_only):  # seed 0 (the folder without a seed), then seeds 1 and 2
+        assert len(runs) == 2 and "seed=" not in runs[0] and runs[1].endswith(" seed=1,2")
