@@ -21,6 +21,7 @@ import datetime
 import io
 import json
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,13 +359,14 @@ def trade_offs(rows: Sequence[Mapping[str, Any]]) -> list[TradeOff]:
                     left_out.append(f"seed {r['seed']}: {why}")  # the reason without the run's folder
                 else:
                     pairs.append((partner, r))
-            found = TradeOff(dataset, setting, str(runs[0]["regularization"] or setting),
+            described = next((str(r["regularization"]) for r in runs if r["regularization"]), setting)
+            found = TradeOff(dataset, setting, described,
                              tuple(int(_number(r["seed"])) for _, r in pairs), tuple(left_out))  # fmt: skip
             if pairs:
                 (wall_p, wall), (nfe_p, nfe), (nll_p, nll) = (_means(pairs, key) for key in keys)
                 found = dataclasses.replace(
-                    found, regularization=str(pairs[0][1]["regularization"]), wall_s=wall,
-                    wall_ratio=wall_p / wall, nfe=nfe, nfe_ratio=nfe_p / nfe, nll=nll, nll_diff=nll - nll_p,
+                    found, wall_s=wall, wall_ratio=wall_p / wall, nfe=nfe, nfe_ratio=nfe_p / nfe, nll=nll,
+                    nll_diff=nll - nll_p,
                 )  # fmt: skip
             out.append(found)
     return out
@@ -372,9 +374,7 @@ def trade_offs(rows: Sequence[Mapping[str, Any]]) -> list[TradeOff]:
 
 def _labels(found: Sequence[TradeOff]) -> dict[TradeOff, str]:
     """Each setting's description, with its overrides where two settings of a dataset share one."""
-    counts: dict[tuple[str, str], int] = {}
-    for t in found:
-        counts[t.dataset, t.regularization] = counts.get((t.dataset, t.regularization), 0) + 1
+    counts = Counter((t.dataset, t.regularization) for t in found)
     return {
         t: t.regularization
         if counts[t.dataset, t.regularization] == 1
